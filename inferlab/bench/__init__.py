@@ -1,0 +1,1 @@
+"""inferlab.bench"""

@@ -1,0 +1,283 @@
+"""A Llama-architecture decoder in plain PyTorch, written to be read.
+
+RMSNorm, rotary position embeddings (RoPE), grouped-query attention (GQA) and a
+SwiGLU MLP, with a contiguous KV cache for incremental decoding. Parameter names
+match Hugging Face's `LlamaForCausalLM`, so the checkpoint written by
+`inferlab.model.checkpoint` loads unchanged in `transformers`, vLLM and DeepSpeed.
+
+Shapes: B batch, T new tokens, S cached + new tokens, H hidden size,
+nh query heads, nkv key/value heads, d head dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """Architecture of the decoder (field names as in Hugging Face's LlamaConfig)."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    bos_token_id: int = 256
+    eos_token_id: int = 257
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads {self.num_attention_heads} is not divisible by "
+                f"num_key_value_heads {self.num_key_value_heads} (GQA groups must be equal)"
+            )
+        if max(self.bos_token_id, self.eos_token_id) >= self.vocab_size:
+            raise ValueError(f"special token ids must be < vocab_size {self.vocab_size}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# `tiny`: CI-fast on 2 cores, heads and KV heads divisible by 2 and 4 (tensor/sequence parallel),
+# 4 layers (4 pipeline stages), head_dim 32 (a size vLLM's CPU attention supports).
+# `small`: ~30M parameters, for benchmarks and GPUs.
+PRESETS: dict[str, LlamaConfig] = {
+    "tiny": LlamaConfig(
+        vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024,
+    ),
+    "small": LlamaConfig(
+        vocab_size=4096, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
+        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
+    ),
+}
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in fp32."""
+
+    def __init__(self, hidden_size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary tables for integer `positions` [...]; returns cos, sin of shape [..., d] (fp32)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim))
+    freqs = positions.float()[..., None] * inv_freq
+    angles = torch.cat((freqs, freqs), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate `x` [B, heads, T, d] by position: x·cos + rotate_half(x)·sin (half-split layout)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class KVCache:
+    """Contiguous per-layer key/value tensors [B, nkv, S, d], grown by concatenation."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+
+    @property
+    def num_tokens(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.keys[layer] is not None:
+            k = torch.cat((self.keys[layer], k), dim=2)
+            v = torch.cat((self.values[layer], v), dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
+class Attention(nn.Module):
+    """Grouped-query self-attention; each KV head serves nh/nkv query heads."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        hd = config.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, hd
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * hd, bias=False)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * hd, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * hd, config.hidden_size, bias=False)
+
+    def project_qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """x [B, T, H] -> q [B, nh, T, d], k and v [B, nkv, T, d], RoPE applied to q and k."""
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0, mask=None) -> torch.Tensor:
+        q, k, v = self.project_qkv(x, cos, sin)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
+        out = attend(q, k, v, mask)
+        return self.o_proj(out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scaled dot-product attention with GQA: q [B, nh, T, d], k/v [B, nkv, S, d] -> [B, nh, T, d].
+
+    Without `mask`, the T new tokens are the last T of the S keys (causal over them).
+    `mask` is a boolean [B or 1, 1, T, S] where True means "may attend".
+    """
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    if mask is None:
+        t, s = q.shape[2], k.shape[2]
+        mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then + mlp(norm(x))."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, cache=None, layer=0, mask=None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    """Embedding, decoder layers and the final norm (HF's `model.` prefix)."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class LlamaForCausalLM(nn.Module):
+    """The decoder with its LM head; `forward` returns logits [B, T, vocab]."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits for `input_ids` [B, T].
+
+        Args:
+            input_ids: token ids [B, T].
+            positions: absolute positions [B, T] or [T]; default continues after the cache.
+            cache: a `KVCache` to read and extend (incremental decoding), or None.
+            mask: optional boolean attention mask [B or 1, 1, T, S] (True = attend).
+        Returns:
+            logits [B, T, vocab] in the model's dtype.
+        """
+        if positions is None:
+            start = cache.num_tokens if cache is not None else 0
+            positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        if cos.dim() == 2:  # [T, d] -> broadcast over batch and heads
+            cos, sin = cos[None, None], sin[None, None]
+        else:  # [B, T, d] -> [B, 1, T, d]
+            cos, sin = cos[:, None], sin[:, None]
+        x = self.model.embed_tokens(input_ids)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, cache, i, mask)
+        return self.lm_head(self.model.norm(x))
+
+
+def init_weights(model: LlamaForCausalLM, seed: int) -> None:
+    """Deterministic random init; the LM head is scaled so logits are well separated (std ~3).
+
+    Well-separated logits keep greedy decoding stable across implementations whose
+    float rounding differs by ~1e-6.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight") or "layernorm" in name:
+                param.fill_(1.0)
+            elif name == "lm_head.weight":
+                param.copy_(torch.randn(param.shape, generator=gen) * (3.0 / param.shape[1] ** 0.5))
+            elif name == "model.embed_tokens.weight":
+                param.copy_(torch.randn(param.shape, generator=gen))
+            else:
+                param.copy_(torch.randn(param.shape, generator=gen) / param.shape[1] ** 0.5)
+
+
+@torch.no_grad()
+def generate_greedy(model: LlamaForCausalLM, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+    """Greedy decoding of one prompt with the KV cache; returns the new token ids."""
+    if not prompt_ids:
+        raise ValueError("prompt_ids is empty")
+    if len(prompt_ids) + max_new_tokens > model.config.max_position_embeddings:
+        raise ValueError(
+            f"prompt ({len(prompt_ids)}) + max_new_tokens ({max_new_tokens}) exceeds the context "
+            f"length {model.config.max_position_embeddings}"
+        )
+    cache = KVCache(model.config.num_hidden_layers)
+    ids = torch.tensor([prompt_ids], device=model.device)
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = model(ids, cache=cache)
+        token = int(logits[0, -1].argmax())
+        out.append(token)
+        ids = torch.tensor([[token]], device=model.device)
+    return out
