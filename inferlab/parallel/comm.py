@@ -1,0 +1,169 @@
+"""Every collective and point-to-point message the parallel strategies send, recorded.
+
+Floor 2: `tensor.py`, `pipeline.py`, `sequence.py` and `expert.py` call
+`torch.distributed` only through a `CommRecorder`, which performs the operation
+and appends a `CommRecord(op, num_bytes, rank, tag, peer, num_remote_bytes)`.
+Notebooks and tests then compare what crossed the wire with the formulas.
+
+Byte conventions (per call, on the recording rank):
+- all_reduce: the tensor's bytes (the message size; a ring moves ~2(P-1)/P of it per rank).
+- all_gather(_into_tensor): bytes this rank contributes (its input).
+- reduce_scatter(_tensor): bytes of this rank's full input (P chunks).
+- all_to_all_single: bytes of this rank's input buffer; `num_remote_bytes` leaves out the
+  chunk that stays on this rank.
+- send/isend: bytes sent; recv/irecv: bytes received (`peer` = the other rank).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
+               "reduce_scatter_tensor", "all_to_all_single", "send", "recv", "isend", "irecv")
+
+
+@dataclass(frozen=True)
+class CommRecord:
+    """One call: operation, bytes (see module docstring), recording rank, step label, peer."""
+
+    op: str
+    num_bytes: int
+    rank: int
+    tag: str = ""
+    peer: int = -1
+    num_remote_bytes: int = -1
+
+    def __post_init__(self) -> None:
+        if self.op not in COLLECTIVES:
+            raise ValueError(f"unknown op {self.op!r}; expected one of {COLLECTIVES}")
+        if self.num_bytes < 0:
+            raise ValueError(f"num_bytes must be >= 0, got {self.num_bytes}")
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+@dataclass
+class CommRecorder:
+    """Wraps torch.distributed; records each call. `enabled=False` still communicates."""
+
+    group: dist.ProcessGroup | None = None
+    enabled: bool = True
+    records: list[CommRecord] = field(default_factory=list)
+    tag: str = ""
+
+    @property
+    def rank(self) -> int:
+        return dist.get_rank(self.group)
+
+    @property
+    def world_size(self) -> int:
+        return dist.get_world_size(self.group)
+
+    @contextlib.contextmanager
+    def step(self, tag: str) -> Iterator[None]:
+        """Label the calls made inside the block (e.g. "prefill", "decode-3", "layer-1")."""
+        previous, self.tag = self.tag, tag
+        try:
+            yield
+        finally:
+            self.tag = previous
+
+    def _record(self, op: str, num_bytes: int, peer: int = -1, num_remote_bytes: int = -1) -> None:
+        if self.enabled:
+            self.records.append(CommRecord(op, num_bytes, self.rank, self.tag, peer, num_remote_bytes))
+
+    # Collectives -------------------------------------------------------------------------
+    def all_reduce(self, t: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
+        self._record("all_reduce", tensor_bytes(t))
+        dist.all_reduce(t, op=op, group=self.group)
+        return t
+
+    def all_gather(self, tensors: list[torch.Tensor], t: torch.Tensor) -> list[torch.Tensor]:
+        self._record("all_gather", tensor_bytes(t))
+        dist.all_gather(tensors, t, group=self.group)
+        return tensors
+
+    def all_gather_into_tensor(self, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self._record("all_gather_into_tensor", tensor_bytes(t))
+        dist.all_gather_into_tensor(out, t, group=self.group)
+        return out
+
+    def reduce_scatter(self, out: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+        self._record("reduce_scatter", sum(tensor_bytes(t) for t in inputs))
+        dist.reduce_scatter(out, inputs, group=self.group)
+        return out
+
+    def reduce_scatter_tensor(self, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self._record("reduce_scatter_tensor", tensor_bytes(t))
+        dist.reduce_scatter_tensor(out, t, group=self.group)
+        return out
+
+    def all_to_all_single(self, out: torch.Tensor, t: torch.Tensor, output_split_sizes: list[int] | None = None,
+                          input_split_sizes: list[int] | None = None) -> torch.Tensor:
+        """Chunk i of `t` (along dim 0) goes to rank i; chunk j of `out` came from rank j."""
+        row_bytes = tensor_bytes(t) // max(1, t.shape[0]) if t.dim() else 0
+        if input_split_sizes is None:
+            own_rows = t.shape[0] // self.world_size
+        else:
+            own_rows = input_split_sizes[self.rank]
+        self._record("all_to_all_single", tensor_bytes(t),
+                     num_remote_bytes=tensor_bytes(t) - own_rows * row_bytes)
+        dist.all_to_all_single(out, t, output_split_sizes, input_split_sizes, group=self.group)
+        return out
+
+    # Point to point ----------------------------------------------------------------------
+    def send(self, t: torch.Tensor, dst: int) -> None:
+        self._record("send", tensor_bytes(t), peer=dst, num_remote_bytes=tensor_bytes(t))
+        dist.send(t, dst, group=self.group)
+
+    def recv(self, t: torch.Tensor, src: int) -> torch.Tensor:
+        self._record("recv", tensor_bytes(t), peer=src, num_remote_bytes=tensor_bytes(t))
+        dist.recv(t, src, group=self.group)
+        return t
+
+    def isend(self, t: torch.Tensor, dst: int) -> dist.Work:
+        self._record("isend", tensor_bytes(t), peer=dst, num_remote_bytes=tensor_bytes(t))
+        return dist.isend(t, dst, group=self.group)
+
+    def irecv(self, t: torch.Tensor, src: int) -> dist.Work:
+        self._record("irecv", tensor_bytes(t), peer=src, num_remote_bytes=tensor_bytes(t))
+        return dist.irecv(t, src, group=self.group)
+
+    def batch_isend_irecv(self, ops: list[dist.P2POp]) -> list[dist.Work]:
+        """Each P2POp is recorded as an isend or irecv."""
+        for p2p in ops:
+            name = "isend" if "send" in getattr(p2p.op, "__name__", "") else "irecv"
+            self._record(name, tensor_bytes(p2p.tensor), peer=p2p.peer, num_remote_bytes=tensor_bytes(p2p.tensor))
+        return dist.batch_isend_irecv(ops)
+
+    def barrier(self) -> None:
+        dist.barrier(group=self.group)
+
+    # Queries -----------------------------------------------------------------------------
+    def select(self, op: str | None = None, tag: str | None = None) -> list[CommRecord]:
+        return [r for r in self.records if (op is None or r.op == op) and (tag is None or r.tag == tag)]
+
+    def count(self, op: str | None = None, tag: str | None = None) -> int:
+        return len(self.select(op, tag))
+
+    def total_bytes(self, op: str | None = None, tag: str | None = None) -> int:
+        return sum(r.num_bytes for r in self.select(op, tag))
+
+    def clear(self) -> None:
+        self.records.clear()
+
+
+def summarize(records: list[CommRecord]) -> dict[tuple[str, str], tuple[int, int]]:
+    """{(op, tag): (number of calls, total bytes)} for a table in a notebook."""
+    table: dict[tuple[str, str], tuple[int, int]] = {}
+    for r in records:
+        calls, num_bytes = table.get((r.op, r.tag), (0, 0))
+        table[(r.op, r.tag)] = (calls + 1, num_bytes + r.num_bytes)
+    return table
