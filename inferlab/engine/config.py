@@ -1,0 +1,62 @@
+"""Engine settings (one frozen dataclass), checked when built.
+
+Read by the scheduler (budgets), the block allocator (pool size) and the model runner
+(device, dtype). Per-request settings live in `request.SamplingParams`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Settings of one engine instance.
+
+    Args:
+        max_num_seqs: most requests running (holding KV blocks) at once.
+        max_num_batched_tokens: token budget of one step (decode tokens + prefill chunk tokens).
+        block_size: tokens per KV block.
+        num_kv_blocks: blocks in the KV pool (per layer); capacity = num_kv_blocks * block_size tokens.
+        max_model_len: longest prompt + output, in tokens.
+        enable_chunked_prefill: split long prompts across steps to fit the token budget.
+        enable_prefix_caching: reuse the KV of full blocks shared with earlier prompts.
+        device: "cpu", "cuda", ... (None: the model's device).
+        dtype: "float32", "bfloat16" or "float16" for the KV pool (the model's dtype is kept).
+    """
+
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 1024
+    block_size: int = 16
+    num_kv_blocks: int = 1024
+    max_model_len: int = 1024
+    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = True
+    device: str | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_kv_blocks", "max_model_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"EngineConfig.{name} must be an integer >= 1, got {value!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"EngineConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
+            raise ValueError(
+                f"without chunked prefill, max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= "
+                f"max_model_len ({self.max_model_len}) so that every prompt fits in one step"
+            )
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    @property
+    def num_kv_slots(self) -> int:
+        """KV capacity of the pool, in tokens."""
+        return self.num_kv_blocks * self.block_size

@@ -1,0 +1,237 @@
+"""The engine loop: schedule -> run -> append tokens -> stream -> free finished requests.
+
+`LLMEngine` ties a `Scheduler` (who runs), a `BlockAllocator` (KV blocks), and a
+`ModelRunner` (one forward step) together. Each `step()` returns the new tokens as
+`RequestOutput`s (and calls each request's `on_token` callback) and appends a `StepRecord`
+(prefill tokens, decode sequences, KV tokens, step time) for profiling. Finished requests
+become `inferlab.metrics.RequestRecord`s through `records()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from inferlab.engine.config import EngineConfig
+from inferlab.engine.kv_cache import BlockAllocator, PagedBlockAllocator
+from inferlab.engine.request import FinishReason, Request, RequestOutput, RequestStatus, SamplingParams
+from inferlab.engine.runner import ModelRunner
+from inferlab.engine.scheduler import ContinuousBatchingScheduler, Scheduler, SchedulerOutput
+from inferlab.metrics import RequestRecord
+from inferlab.model.llama import LlamaForCausalLM
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one engine step did and how long it took (input for `inferlab profile` and the simulator).
+
+    num_kv_tokens: tokens whose K/V are stored after the step (all running requests);
+    num_kv_blocks_used: blocks owned by running requests after the step.
+    """
+
+    start_time_s: float
+    step_time_s: float
+    num_prefill_tokens: int
+    num_prefill_seqs: int
+    num_decode_seqs: int
+    num_kv_tokens: int
+    num_kv_blocks_used: int
+    num_running_seqs: int
+    num_preempted: int
+
+
+class LLMEngine:
+    """A continuous-batching inference engine over a paged KV cache.
+
+    Args:
+        model: the model (its weights and layers are used as they are).
+        config: engine settings.
+        scheduler_factory: builds the scheduler from (config, allocator); default: the reference.
+        allocator: the block allocator; default: `PagedBlockAllocator` sized by `config`.
+        clock: time source in seconds (default `time.perf_counter`).
+    """
+
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        config: EngineConfig | None = None,
+        scheduler_factory: Callable[[EngineConfig, BlockAllocator], Scheduler] = ContinuousBatchingScheduler,
+        allocator: BlockAllocator | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.config = config or EngineConfig()
+        if self.config.max_model_len > model.config.max_position_embeddings:
+            raise ValueError(f"max_model_len {self.config.max_model_len} exceeds the model's context "
+                             f"{model.config.max_position_embeddings}")
+        self.model, self.clock = model, clock
+        self.allocator = allocator or PagedBlockAllocator(
+            self.config.num_kv_blocks, self.config.block_size, self.config.enable_prefix_caching)
+        self.scheduler = scheduler_factory(self.config, self.allocator)
+        self.runner = ModelRunner(model, self.config)
+        self.requests: dict[str, Request] = {}  # unfinished
+        self.finished: list[Request] = []
+        self.step_records: list[StepRecord] = []
+        self._ids = itertools.count()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, config: EngineConfig | None = None, **kwargs) -> LLMEngine:
+        from inferlab.model.checkpoint import load_checkpoint
+
+        config = config or EngineConfig()
+        return cls(load_checkpoint(path, device=config.device), config, **kwargs)
+
+    # ---- requests -------------------------------------------------------------------------
+    def add_request(
+        self,
+        prompt_token_ids: Sequence[int],
+        sampling_params: SamplingParams | None = None,
+        request_id: str | None = None,
+        arrival_time_s: float | None = None,
+        on_token: Callable[[RequestOutput], None] | None = None,
+    ) -> str:
+        """Queue a request; returns its id.
+
+        Raises:
+            ValueError: empty prompt, token id outside the vocabulary, prompt not shorter than
+                max_model_len, a request too large for the whole KV pool, or a duplicate id.
+                Nothing is queued then; other requests are unaffected.
+        """
+        params = sampling_params or SamplingParams()
+        prompt = [int(t) for t in prompt_token_ids]
+        vocab = self.model.config.vocab_size
+        if not prompt:
+            raise ValueError("prompt is empty")
+        if any(not 0 <= t < vocab for t in prompt):
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        if len(prompt) >= self.config.max_model_len:
+            raise ValueError(f"prompt has {len(prompt)} tokens; max_model_len is {self.config.max_model_len} "
+                             "(at least one token must fit after it)")
+        max_total = min(len(prompt) + params.max_tokens, self.config.max_model_len)
+        if -(-max_total // self.config.block_size) > self.config.num_kv_blocks:
+            raise ValueError(f"request needs up to {max_total} KV slots but the pool holds {self.config.num_kv_slots}")
+        request_id = str(next(self._ids)) if request_id is None else str(request_id)
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        req = Request(request_id, prompt, params, self.clock() if arrival_time_s is None else arrival_time_s,
+                      on_token, max_total_tokens=max_total)
+        self.requests[request_id] = req
+        self.scheduler.add(req)
+        return request_id
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request now (finish reason ABORT). Raises ValueError for an unknown id."""
+        req = self.requests.get(str(request_id))
+        if req is None:
+            raise ValueError(f"unknown or already finished request id {request_id!r}")
+        self._finish(req, FinishReason.ABORT, self.clock())
+
+    def has_unfinished(self) -> bool:
+        return bool(self.requests)
+
+    # ---- the loop -------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        """Schedule, run one forward step, append and stream tokens, free finished requests."""
+        start = self.clock()
+        plan: SchedulerOutput = self.scheduler.schedule()
+        outputs: list[RequestOutput] = []
+        if not plan.chunks:
+            if self.requests and not self.scheduler.num_running():
+                # nothing can ever run (should not happen for requests that passed add_request's checks)
+                for req in list(self.requests.values()):
+                    outputs.append(self._finish(req, FinishReason.ERROR, start, "request could not be scheduled"))
+            return outputs
+        try:
+            logits = self.runner.execute(plan.chunks)
+        except Exception as exc:  # a failed step fails its requests, not the engine
+            now = self.clock()
+            return [self._finish(c.request, FinishReason.ERROR, now, f"{type(exc).__name__}: {exc}")
+                    for c in plan.chunks]
+        sampling, rows = [], []
+        for r, chunk in enumerate(plan.chunks):
+            req = chunk.request
+            req.num_computed_tokens += chunk.num_tokens
+            if req.num_computed_tokens == req.num_tokens:
+                sampling.append(req)
+                rows.append(r)
+        tokens = self.runner.sample(logits[rows], sampling) if sampling else []
+        now = self.clock()
+        for req, token in zip(sampling, tokens):
+            outputs.append(self._append(req, token, now))
+        for chunk in plan.chunks:
+            if not chunk.request.is_finished:
+                self.allocator.cache_blocks(chunk.request.all_token_ids, chunk.request.block_table,
+                                            chunk.request.num_computed_tokens)
+        self._record(start, now, plan)
+        return outputs
+
+    def _append(self, req: Request, token: int, now: float) -> RequestOutput:
+        req.output_token_ids.append(token)
+        req.token_times_s.append(now)
+        sp = req.sampling_params
+        reason = None
+        if (token == self.model.config.eos_token_id and not sp.ignore_eos) or token in sp.stop_token_ids:
+            reason = FinishReason.STOP
+        elif req.num_tokens >= req.max_total_tokens:
+            reason = FinishReason.LENGTH
+        if reason is not None:
+            return self._finish(req, reason, now, new_token=token)
+        out = RequestOutput(req.request_id, (token,), now, False)
+        if req.on_token is not None:
+            req.on_token(out)
+        return out
+
+    def _finish(self, req: Request, reason: FinishReason, now: float, error: str | None = None,
+                new_token: int | None = None) -> RequestOutput:
+        self.scheduler.finish(req)
+        self.runner.release(req)
+        req.status, req.finish_reason, req.error, req.finish_time_s = RequestStatus.FINISHED, reason, error, now
+        self.requests.pop(req.request_id, None)
+        self.finished.append(req)
+        out = RequestOutput(req.request_id, () if new_token is None else (new_token,), now, True, reason, error)
+        if req.on_token is not None:
+            req.on_token(out)
+        return out
+
+    def _record(self, start: float, now: float, plan: SchedulerOutput) -> None:
+        running = [r for r in self.requests.values() if r.status is RequestStatus.RUNNING]
+        blocks = {b for r in running for b in r.block_table}
+        decode = sum(1 for c in plan.chunks if not c.is_prefill)
+        self.step_records.append(StepRecord(
+            start_time_s=start, step_time_s=now - start,
+            num_prefill_tokens=sum(c.num_tokens for c in plan.chunks if c.is_prefill),
+            num_prefill_seqs=len(plan.chunks) - decode, num_decode_seqs=decode,
+            num_kv_tokens=_num_stored_tokens(running, self.config.block_size), num_kv_blocks_used=len(blocks),
+            num_running_seqs=len(running), num_preempted=len(plan.preempted)))
+
+    # ---- offline use ----------------------------------------------------------------------
+    def run_until_done(self) -> None:
+        while self.has_unfinished():
+            self.step()
+
+    def generate(self, prompts: Sequence[Sequence[int]],
+                 sampling_params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[Request]:
+        """Offline batch: submit all prompts now, run to completion; returns the requests in order."""
+        params = sampling_params if isinstance(sampling_params, Sequence) else [sampling_params] * len(prompts)
+        ids = [self.add_request(p, sp) for p, sp in zip(prompts, params)]
+        self.run_until_done()
+        by_id = {r.request_id: r for r in self.finished}
+        return [by_id[i] for i in ids]
+
+    def records(self) -> list[RequestRecord]:
+        """Metrics records of finished requests that produced at least one token."""
+        return [r.to_record() for r in self.finished if r.output_token_ids]
+
+
+def _num_stored_tokens(running: list[Request], block_size: int) -> int:
+    """Distinct K/V slots filled across running requests (a shared prefix block counts once)."""
+    filled: dict[int, int] = {}
+    for req in running:
+        for i, block in enumerate(req.block_table):
+            n = min(block_size, req.num_computed_tokens - i * block_size)
+            if n <= 0:
+                break
+            filled[block] = max(filled.get(block, 0), n)
+    return sum(filled.values())

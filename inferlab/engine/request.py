@@ -1,0 +1,131 @@
+"""Request state: what the engine knows about one request from arrival to finish.
+
+Flow: `LLMEngine.add_request` builds a `Request` (WAITING) -> the scheduler admits it
+(RUNNING), may preempt it (PREEMPTED, its KV dropped and recomputed later) -> the
+engine appends sampled tokens until a stop condition (FINISHED with a `FinishReason`).
+`Request.to_record()` turns it into an `inferlab.metrics.RequestRecord`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable
+
+from inferlab.metrics import RequestRecord
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    PREEMPTED = "preempted"
+    FINISHED = "finished"
+
+
+class FinishReason(enum.Enum):
+    LENGTH = "length"  # max_tokens or the context length reached
+    STOP = "stop"  # EOS or a stop token id sampled
+    ABORT = "abort"  # aborted by the caller
+    ERROR = "error"  # failed; `Request.error` says why
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request generation settings.
+
+    Args:
+        max_tokens: most tokens to generate (>= 1).
+        temperature: 0 means greedy (argmax); > 0 samples from softmax(logits / temperature).
+        ignore_eos: keep generating past EOS (benchmarks use it to fix output lengths).
+        stop_token_ids: extra token ids that end generation (the token is kept in the output).
+        seed: seed for this request's sampler (temperature > 0); None draws from the global RNG.
+    """
+
+    max_tokens: int = 16
+    temperature: float = 0.0
+    ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    """One streamed event: a new token of a request (or its finish without a token)."""
+
+    request_id: str
+    new_token_ids: tuple[int, ...]
+    time_s: float
+    is_finished: bool
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+
+
+@dataclass(eq=False)
+class Request:
+    """One request and its progress.
+
+    `all_token_ids` = prompt + output so far; `num_computed_tokens` of them have their
+    K/V in the cache; the next step computes tokens [num_computed_tokens, num_tokens).
+    `block_table[i]` is the physical KV block holding positions [i*B, (i+1)*B).
+    """
+
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling_params: SamplingParams
+    arrival_time_s: float
+    on_token: Callable[[RequestOutput], None] | None = None
+    status: RequestStatus = RequestStatus.WAITING
+    output_token_ids: list[int] = field(default_factory=list)
+    token_times_s: list[float] = field(default_factory=list)
+    finish_time_s: float | None = None
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+    num_computed_tokens: int = 0
+    num_cached_tokens: int = 0  # prompt tokens served by the prefix cache at the last admission
+    num_preemptions: int = 0
+    block_table: list[int] = field(default_factory=list)
+    max_total_tokens: int = 0  # prompt + most output tokens allowed (set by the engine)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.output_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def all_token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is RequestStatus.FINISHED
+
+    @property
+    def first_token_time_s(self) -> float | None:
+        return self.token_times_s[0] if self.token_times_s else None
+
+    def to_record(self) -> RequestRecord:
+        """This finished request as a metrics record (needs at least one output token)."""
+        if not self.token_times_s:
+            raise ValueError(f"request {self.request_id} produced no tokens ({self.finish_reason}: {self.error})")
+        return RequestRecord(
+            arrival_time_s=self.arrival_time_s,
+            first_token_time_s=self.token_times_s[0],
+            finish_time_s=self.finish_time_s if self.finish_time_s is not None else self.token_times_s[-1],
+            num_prompt_tokens=self.num_prompt_tokens,
+            num_output_tokens=self.num_output_tokens,
+            token_times_s=tuple(self.token_times_s),
+        )
