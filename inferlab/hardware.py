@@ -47,3 +47,42 @@ class HardwareInfo:
 def describe() -> HardwareInfo:
     names = tuple(torch.cuda.get_device_name(i) for i in range(num_gpus()))
     return HardwareInfo(cpu_cores=num_cpu_cores(), gpus=names, device=str(default_device()))
+
+
+def measure_memory_bandwidth_bytes_s(num_bytes: int = 256 << 20, repeats: int = 5) -> float:
+    """Best-of-`repeats` copy bandwidth on the default device, counting read + write bytes."""
+    import time
+
+    device = default_device()
+    src = torch.ones(num_bytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * 4 / best
+
+
+def measure_matmul_flops(size: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-`repeats` dense matmul rate (FLOP/s) for a size x size x size product."""
+    import time
+
+    device = default_device()
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

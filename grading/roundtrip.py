@@ -1,0 +1,182 @@
+"""Prove a lab's tests can fail: grade the solution, the blank release and mutants with nbgrader.
+
+For one lab, in a throw-away course directory, this runs the real nbgrader
+pipeline headless: `generate_assignment` from `solutions/`, one submission per
+"student" (the solution filled into the release, the untouched release, and each
+mutant from `grading/mutants/<lab>.py`), `autograde` of all of them in one call,
+then reads every score from the gradebook (never from `nbgrader validate`,
+which exits 0 on failure). `generate_feedback` is run too, so callers can check
+that hidden tests do not leak.
+
+    python grading/roundtrip.py lab0_baseline      # prints a score table
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parents[1]
+GRADING = REPO / "grading"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A plausible wrong answer: `old` replaced by `new` in solution cell `cell`.
+
+    `must_lose` names the test cells (grade ids) that must score below their maximum.
+    """
+
+    name: str
+    cell: str
+    old: str
+    new: str
+    must_lose: tuple[str, ...]
+
+
+@dataclass
+class RoundTrip:
+    """Scores per student per test cell, the maxima, and where the course lives."""
+
+    lab: str
+    course: Path
+    max_points: dict[str, float]
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    mutants: list[Mutant] = field(default_factory=list)
+
+    def total(self, student: str) -> float:
+        return sum(self.scores[student].values())
+
+    @property
+    def max_total(self) -> float:
+        return sum(self.max_points.values())
+
+    def table(self) -> str:
+        ids = sorted(self.max_points)
+        rows = [f"{'student':<34}" + "".join(f"{i[:14]:>16}" for i in ids) + f"{'total':>10}"]
+        rows.append(f"{'(max)':<34}" + "".join(f"{self.max_points[i]:>16g}" for i in ids) + f"{self.max_total:>10g}")
+        for student, cells in self.scores.items():
+            rows.append(f"{student:<34}" + "".join(f"{cells.get(i, 0):>16g}" for i in ids) + f"{self.total(student):>10g}")
+        return "\n".join(rows)
+
+
+def load_mutants(lab: str) -> list[Mutant]:
+    path = GRADING / "mutants" / f"{lab}.py"
+    if not path.exists():
+        return []
+    spec = importlib.util.spec_from_file_location(f"mutants_{lab}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return list(module.MUTANTS)
+
+
+def _course_config(course: Path) -> str:
+    return f"""
+import sys
+sys.path.insert(0, {str(GRADING)!r})
+c = get_config()
+c.CourseDirectory.course_id = "roundtrip"
+c.CourseDirectory.root = {str(course)!r}
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "labs"
+c.CourseDirectory.db_url = "sqlite:///{course / 'gradebook.db'}"
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "build", "*.db"]
+c.Execute.timeout = 600
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "feedback.ClearHiddenTestsInFeedback",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
+"""
+
+
+def _nbgrader(course: Path, *args: str) -> None:
+    env = dict(os.environ)
+    # nbgrader calls `alembic` by name when it creates a gradebook: the venv's bin must be on PATH.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    cmd = [sys.executable, "-m", "nbgrader", *args]
+    done = subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
+
+
+def _solution_code(nb: nbformat.NotebookNode) -> dict[str, str]:
+    return {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
+
+
+def _submission(release: nbformat.NotebookNode, answers: dict[str, str]) -> nbformat.NotebookNode:
+    nb = nbformat.from_dict(json.loads(json.dumps(release)))
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in answers:
+            cell.source = answers[grade_id]
+    return nb
+
+
+def setup_course(lab: str, course: Path) -> Path:
+    """A course dir with the lab's solution copied in and released; returns the release notebook path."""
+    (course / "nbgrader_config.py").write_text(_course_config(course))
+    shutil.copytree(REPO / "solutions" / lab, course / "solutions" / lab, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    _nbgrader(course, "generate_assignment", lab, "--force")
+    return course / "labs" / lab / f"{lab}.ipynb"
+
+
+def run_roundtrip(lab: str, course: Path | None = None, with_feedback: bool = True) -> RoundTrip:
+    """Autograde solution, blank and mutants of `lab`; returns every score."""
+    course = Path(course or tempfile.mkdtemp(prefix=f"roundtrip-{lab}-"))
+    release_path = setup_course(lab, course)
+    release = nbformat.read(release_path, as_version=4)
+    solution = nbformat.read(REPO / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    answers = _solution_code(solution)
+    mutants = load_mutants(lab)
+    students: dict[str, nbformat.NotebookNode] = {"solution": _submission(release, answers), "blank": release}
+    for mutant in mutants:
+        if mutant.old not in answers[mutant.cell]:
+            raise ValueError(f"mutant {mutant.name}: {mutant.old!r} not found in solution cell {mutant.cell}")
+        wrong = dict(answers, **{mutant.cell: answers[mutant.cell].replace(mutant.old, mutant.new)})
+        students[f"mutant-{mutant.name}"] = _submission(release, wrong)
+    for student, nb in students.items():
+        folder = course / "submitted" / student / lab
+        for extra in release_path.parent.iterdir():  # files released beside the notebook
+            if extra.name != release_path.name and extra.is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copy(extra, folder / extra.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, folder / f"{lab}.ipynb")
+    _nbgrader(course, "autograde", lab, "--force")
+    if with_feedback:
+        _nbgrader(course, "generate_feedback", lab, "--force")
+    return RoundTrip(lab, course, *_read_gradebook(course, lab, list(students)), mutants=mutants)
+
+
+def _read_gradebook(course: Path, lab: str, students: list[str]):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id="roundtrip") as gb:
+        notebook = gb.find_notebook(lab, lab)
+        max_points = {cell.name: cell.max_score for cell in notebook.grade_cells}
+        scores = {
+            student: {cell: gb.find_grade(cell, lab, lab, student).score for cell in max_points}
+            for student in students
+        }
+    return max_points, scores
+
+
+if __name__ == "__main__":
+    result = run_roundtrip(sys.argv[1])
+    print(result.table())
+    print(f"course: {result.course}")

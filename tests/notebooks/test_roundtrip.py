@@ -1,0 +1,72 @@
+"""Every lab's grading can fail: solution full marks, blank zero, mutants lose their points.
+
+Runs the real nbgrader pipeline (generate_assignment, autograde, generate_feedback)
+through grading/roundtrip.py; scores come from the gradebook.
+"""
+
+import html
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "grading"))
+
+import nbsource  # noqa: E402
+import roundtrip  # noqa: E402
+
+LABS = nbsource.labs()
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module", params=LABS)
+def graded(request, tmp_path_factory):
+    return roundtrip.run_roundtrip(request.param, course=tmp_path_factory.mktemp(request.param))
+
+
+def test_solution_gets_full_marks(graded):
+    assert graded.max_total > 0
+    assert graded.scores["solution"] == graded.max_points, graded.table()
+
+
+def test_blank_release_gets_zero_on_every_test(graded):
+    assert all(score == 0 for score in graded.scores["blank"].values()), graded.table()
+
+
+def test_every_mutant_loses_the_points_it_should(graded):
+    assert graded.mutants, f"{graded.lab} has no mutants in grading/mutants/"
+    for mutant in graded.mutants:
+        scores = graded.scores[f"mutant-{mutant.name}"]
+        for cell in mutant.must_lose:
+            assert scores[cell] < graded.max_points[cell], f"mutant {mutant.name} kept {cell}\n{graded.table()}"
+
+
+def test_committed_release_matches_nbgrader_output(graded):
+    fresh = graded.course / "labs" / graded.lab / f"{graded.lab}.ipynb"
+    committed = REPO / "labs" / graded.lab / f"{graded.lab}.ipynb"
+    assert committed.exists(), f"run `make release`: {committed} missing"
+    assert committed.read_text() == fresh.read_text(), f"labs/{graded.lab} is stale: run `make release`"
+
+
+def _hidden_lines(lab: str) -> list[str]:
+    nb = nbformat.read(REPO / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    lines = []
+    for cell in nb.cells:
+        for block in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", cell.source, re.S):
+            lines += [ln.strip() for ln in block.splitlines() if len(ln.strip()) > 25 and "import" not in ln]
+    return lines
+
+
+def test_hidden_tests_appear_nowhere_learners_look(graded):
+    hidden = _hidden_lines(graded.lab)
+    assert hidden, "this lab has no hidden tests"
+    released = "\n".join(p.read_text() for p in (REPO / "labs" / graded.lab).rglob("*") if p.is_file())
+    feedback = "\n".join(p.read_text() for p in (graded.course / "feedback").rglob("*.html"))
+    assert feedback, "no feedback was generated"
+    for line in hidden:
+        for form in (line, html.escape(line), html.escape(line, quote=False)):
+            assert form not in released, f"hidden test line released: {line}"
+            assert form not in feedback, f"hidden test line in feedback: {line}"
