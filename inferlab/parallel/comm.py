@@ -6,7 +6,8 @@ and appends a `CommRecord(op, num_bytes, rank, tag, peer, num_remote_bytes)`.
 Notebooks and tests then compare what crossed the wire with the formulas.
 
 Byte conventions (per call, on the recording rank):
-- all_reduce: the tensor's bytes (the message size; a ring moves ~2(P-1)/P of it per rank).
+- all_reduce, broadcast: the tensor's bytes (the message size; a ring all-reduce moves
+  ~2(P-1)/P of it per rank).
 - all_gather(_into_tensor): bytes this rank contributes (its input).
 - reduce_scatter(_tensor): bytes of this rank's full input (P chunks).
 - all_to_all_single: bytes of this rank's input buffer; `num_remote_bytes` leaves out the
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
+COLLECTIVES = ("all_reduce", "broadcast", "all_gather", "all_gather_into_tensor", "reduce_scatter",
                "reduce_scatter_tensor", "all_to_all_single", "send", "recv", "isend", "irecv")
 
 
@@ -83,6 +84,11 @@ class CommRecorder:
     def all_reduce(self, t: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
         self._record("all_reduce", tensor_bytes(t))
         dist.all_reduce(t, op=op, group=self.group)
+        return t
+
+    def broadcast(self, t: torch.Tensor, src: int) -> torch.Tensor:
+        self._record("broadcast", tensor_bytes(t), peer=src)
+        dist.broadcast(t, src, group=self.group)
         return t
 
     def all_gather(self, tensors: list[torch.Tensor], t: torch.Tensor) -> list[torch.Tensor]:

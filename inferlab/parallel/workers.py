@@ -13,9 +13,13 @@ from pathlib import Path
 
 import torch
 
-from inferlab.model import KVCache, ensure_checkpoint, generate_greedy, load_checkpoint
+from inferlab.model import KVCache, LlamaConfig, LlamaForCausalLM, ensure_checkpoint, generate_greedy, load_checkpoint
+from inferlab.model.llama import init_weights
+from inferlab.parallel.expert import MoE, MoEConfig, keep_mask, moe_expert_parallel
 from inferlab.parallel.comm import CommRecorder
 from inferlab.parallel.launch import rank_device
+from inferlab.parallel.pipeline import measure_bubble, pipeline_generate, split_microbatches
+from inferlab.parallel.sequence import ulysses_attention, ulysses_forward
 from inferlab.parallel.tensor import tensor_parallel
 
 
@@ -56,3 +60,65 @@ def tp_demo(rank: int, world_size: int) -> dict:
     """A short TP run for torchrun smoke tests: greedy tokens and all-reduce count per rank."""
     out = tp_run(rank, world_size, None, [[256, 1, 2, 3]], 1, [[256, 72, 105]], 8)
     return {"tokens": out["tokens"], "num_all_reduce": sum(r.op == "all_reduce" for r in out["records"])}
+
+
+def pp_run(rank: int, world_size: int, checkpoint: str | None, prompts: list[list[int]], max_new_tokens: int,
+           num_microbatches: int, drop_last_microbatch: bool = False) -> dict:
+    """Pipeline-parallel greedy generation; `drop_last_microbatch` is the broken variant tests must catch."""
+    comm = CommRecorder()
+    mbs = split_microbatches(len(prompts), num_microbatches)
+    tokens = pipeline_generate(_load(checkpoint), comm, prompts, max_new_tokens, num_microbatches,
+                               microbatches=mbs[:-1] if drop_last_microbatch else mbs)
+    return {"tokens": tokens, "records": list(comm.records), "rank": rank}
+
+
+def pp_bubble(rank: int, world_size: int, checkpoint: str | None, batch_size: int, num_tokens: int,
+              microbatch_counts: list[int]) -> list[dict]:
+    """Measured per-stage idle fraction of one prefill pass, for each micro-batch count."""
+    comm = CommRecorder()
+    model = _load(checkpoint)
+    measure_bubble(model, comm, batch_size, num_tokens, 1)  # warm-up
+    return [measure_bubble(model, comm, batch_size, num_tokens, m) for m in microbatch_counts]
+
+
+def sp_run(rank: int, world_size: int, checkpoint: str | None, input_ids: list[list[int]], seed: int = 0,
+           mha_config: dict | None = None) -> dict:
+    """Ulysses prefill: this rank's logits shard and records; plus one attention layer on random input.
+
+    `mha_config` (LlamaConfig fields) builds a random model instead of loading the checkpoint
+    (e.g. num_key_value_heads == num_attention_heads to check the 4·N·h/P formula exactly).
+    """
+    comm = CommRecorder()
+    if mha_config is not None:
+        model = LlamaForCausalLM(LlamaConfig(**mha_config))
+        init_weights(model, seed)
+        model = model.to(rank_device()).eval()
+    else:
+        model = _load(checkpoint)
+    ids = torch.tensor(input_ids, device=rank_device())
+    logits = ulysses_forward(model, ids, comm)
+    gen = torch.Generator().manual_seed(seed)
+    n = ids.shape[1]
+    x = torch.randn(ids.shape[0], n, model.config.hidden_size, generator=gen).to(rank_device())
+    chunk = n // world_size
+    with torch.no_grad(), comm.step("attention-check"):
+        attn = ulysses_attention(model.model.layers[0].self_attn, x[:, rank * chunk:(rank + 1) * chunk],
+                                 torch.arange(rank * chunk, (rank + 1) * chunk, device=x.device), comm,
+                                 model.config.rope_theta)
+    return {"logits": logits.cpu(), "attention": attn.cpu(), "records": list(comm.records), "rank": rank}
+
+
+def ep_run(rank: int, world_size: int, moe_config: MoEConfig, num_tokens_per_rank: int, seed: int = 0,
+           ignore_capacity: bool = False) -> dict:
+    """Expert-parallel MoE on this rank's slice of a seeded token batch; `ignore_capacity` is the broken variant."""
+    comm = CommRecorder()
+    moe = MoE(moe_config, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(world_size * num_tokens_per_rank, moe_config.hidden_size, generator=gen)
+    x_local = x.chunk(world_size)[rank]
+    out, dropped = moe_expert_parallel(moe, x_local, comm, keep_fn=_keep_all if ignore_capacity else keep_mask)
+    return {"out": out, "dropped": dropped, "records": list(comm.records), "rank": rank}
+
+
+def _keep_all(expert_ids: torch.Tensor, num_experts: int, max_per_expert: int) -> torch.Tensor:
+    return torch.ones_like(expert_ids, dtype=torch.bool)
