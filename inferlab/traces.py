@@ -214,14 +214,24 @@ def gamma_arrivals(rate_rps: float, num_requests: int, burstiness: float, rng: n
 
 
 def profile_arrivals(rates_per_minute: Sequence[float], rng: np.random.Generator, burstiness: float = 1.0) -> np.ndarray:
-    """Replay a per-minute rate profile: gamma arrivals at each minute's rate (requests/min)."""
-    times: list[np.ndarray] = []
+    """Replay a per-minute rate profile: a Poisson count per minute at its rate (requests/min)."""
     for minute, per_min in enumerate(rates_per_minute):
         if per_min < 0:
             raise TraceError(f"rates_per_minute[{minute}] must be >= 0, got {per_min}")
-        count = int(rng.poisson(per_min))
+    return minute_count_arrivals(rng.poisson(np.asarray(rates_per_minute, dtype=float)), rng, burstiness)
+
+
+def minute_count_arrivals(counts_per_minute: Sequence[int], rng: np.random.Generator, burstiness: float = 1.0) -> np.ndarray:
+    """Exactly `counts_per_minute[m]` arrivals in minute m, spaced by normalised gamma gaps.
+
+    burstiness 1 spreads them like a Poisson process conditioned on its count; < 1 clusters them.
+    """
+    times: list[np.ndarray] = []
+    for minute, count in enumerate(counts_per_minute):
+        if count < 0:
+            raise TraceError(f"counts_per_minute[{minute}] must be >= 0, got {count}")
         if count:
-            gaps = rng.gamma(burstiness, 1.0 / burstiness, count + 1)
+            gaps = rng.gamma(burstiness, 1.0 / burstiness, int(count) + 1)
             cuts = np.cumsum(gaps)[:-1] / gaps.sum()  # `count` points spread over the minute
             times.append(60.0 * (minute + cuts))
     return np.sort(np.concatenate(times)) if times else np.empty(0)

