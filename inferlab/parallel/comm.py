@@ -27,6 +27,10 @@ import torch.distributed as dist
 COLLECTIVES = ("all_reduce", "broadcast", "all_gather", "all_gather_into_tensor", "reduce_scatter",
                "reduce_scatter_tensor", "all_to_all_single", "send", "recv", "isend", "irecv")
 
+# torch 2.13 renames the tensor-in/tensor-out collectives (*_single) and deprecates the old names.
+_ALL_GATHER_SINGLE = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_REDUCE_SCATTER_SINGLE = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
 
 @dataclass(frozen=True)
 class CommRecord:
@@ -97,8 +101,9 @@ class CommRecorder:
         return tensors
 
     def all_gather_into_tensor(self, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """`out` is P inputs concatenated along dim 0."""
         self._record("all_gather_into_tensor", tensor_bytes(t))
-        dist.all_gather_into_tensor(out, t, group=self.group)
+        _ALL_GATHER_SINGLE(out, t, group=self.group)
         return out
 
     def reduce_scatter(self, out: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
@@ -108,7 +113,7 @@ class CommRecorder:
 
     def reduce_scatter_tensor(self, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self._record("reduce_scatter_tensor", tensor_bytes(t))
-        dist.reduce_scatter_tensor(out, t, group=self.group)
+        _REDUCE_SCATTER_SINGLE(out, t, group=self.group)
         return out
 
     def all_to_all_single(self, out: torch.Tensor, t: torch.Tensor, output_split_sizes: list[int] | None = None,

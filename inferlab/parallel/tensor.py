@@ -61,9 +61,9 @@ class VocabParallelLMHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         local = (x @ self.weight.t()).contiguous()
         p = self.comm.world_size
-        gathered = torch.empty((p, *local.shape), dtype=local.dtype, device=local.device)
+        gathered = torch.empty((p * local.shape[0], *local.shape[1:]), dtype=local.dtype, device=local.device)
         self.comm.all_gather_into_tensor(gathered, local)
-        return torch.cat(gathered.unbind(0), dim=-1)
+        return torch.cat(gathered.chunk(p, dim=0), dim=-1)
 
 
 def tensor_parallel(model: LlamaForCausalLM, comm: CommRecorder, is_lm_head_parallel: bool = False

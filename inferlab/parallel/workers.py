@@ -15,10 +15,10 @@ import torch
 
 from inferlab.model import KVCache, LlamaConfig, LlamaForCausalLM, ensure_checkpoint, generate_greedy, load_checkpoint
 from inferlab.model.llama import init_weights
-from inferlab.parallel.expert import MoE, MoEConfig, keep_mask, moe_expert_parallel
+from inferlab.parallel.expert import MoE, MoEConfig, moe_expert_parallel
 from inferlab.parallel.comm import CommRecorder
 from inferlab.parallel.launch import rank_device
-from inferlab.parallel.pipeline import measure_bubble, pipeline_generate, split_microbatches
+from inferlab.parallel.pipeline import measure_bubble, pipeline_generate
 from inferlab.parallel.sequence import ulysses_attention, ulysses_forward
 from inferlab.parallel.tensor import tensor_parallel
 
@@ -63,12 +63,10 @@ def tp_demo(rank: int, world_size: int) -> dict:
 
 
 def pp_run(rank: int, world_size: int, checkpoint: str | None, prompts: list[list[int]], max_new_tokens: int,
-           num_microbatches: int, drop_last_microbatch: bool = False) -> dict:
-    """Pipeline-parallel greedy generation; `drop_last_microbatch` is the broken variant tests must catch."""
+           num_microbatches: int) -> dict:
+    """Pipeline-parallel greedy generation: {"tokens" per prompt, "records"}."""
     comm = CommRecorder()
-    mbs = split_microbatches(len(prompts), num_microbatches)
-    tokens = pipeline_generate(_load(checkpoint), comm, prompts, max_new_tokens, num_microbatches,
-                               microbatches=mbs[:-1] if drop_last_microbatch else mbs)
+    tokens = pipeline_generate(_load(checkpoint), comm, prompts, max_new_tokens, num_microbatches)
     return {"tokens": tokens, "records": list(comm.records), "rank": rank}
 
 
@@ -108,17 +106,16 @@ def sp_run(rank: int, world_size: int, checkpoint: str | None, input_ids: list[l
     return {"logits": logits.cpu(), "attention": attn.cpu(), "records": list(comm.records), "rank": rank}
 
 
-def ep_run(rank: int, world_size: int, moe_config: MoEConfig, num_tokens_per_rank: int, seed: int = 0,
-           ignore_capacity: bool = False) -> dict:
-    """Expert-parallel MoE on this rank's slice of a seeded token batch; `ignore_capacity` is the broken variant."""
+def moe_tokens(moe_config: MoEConfig, num_tokens: int, seed: int = 0) -> torch.Tensor:
+    """The seeded token batch [num_tokens, hidden] the MoE runs use (rank r takes chunk r)."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    return torch.randn(num_tokens, moe_config.hidden_size, generator=gen)
+
+
+def ep_run(rank: int, world_size: int, moe_config: MoEConfig, num_tokens_per_rank: int, seed: int = 0) -> dict:
+    """Expert-parallel MoE on this rank's slice of `moe_tokens`: {"out", "dropped", "records"}."""
     comm = CommRecorder()
     moe = MoE(moe_config, seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(world_size * num_tokens_per_rank, moe_config.hidden_size, generator=gen)
-    x_local = x.chunk(world_size)[rank]
-    out, dropped = moe_expert_parallel(moe, x_local, comm, keep_fn=_keep_all if ignore_capacity else keep_mask)
+    x_local = moe_tokens(moe_config, world_size * num_tokens_per_rank, seed).chunk(world_size)[rank]
+    out, dropped = moe_expert_parallel(moe, x_local, comm)
     return {"out": out, "dropped": dropped, "records": list(comm.records), "rank": rank}
-
-
-def _keep_all(expert_ids: torch.Tensor, num_experts: int, max_per_expert: int) -> torch.Tensor:
-    return torch.ones_like(expert_ids, dtype=torch.bool)

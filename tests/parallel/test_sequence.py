@@ -1,0 +1,53 @@
+"""Ulysses sequence parallelism: equal to full attention, all-to-all bytes vs 4·N·h/P."""
+
+import pytest
+import torch
+
+from inferlab.model import PRESETS, LlamaConfig
+from inferlab.model.llama import rope_cos_sin
+from inferlab.parallel.sequence import check_sp_degree, ulysses_bytes_per_layer
+
+import parallel_checks as pc
+
+pytestmark = pytest.mark.timeout(200)
+TINY = PRESETS["tiny"]
+
+
+def test_ulysses_logits_and_attention_equal_full(reference, ranks2):
+    logits = torch.cat([out["sp"]["logits"] for out in ranks2], dim=1)
+    torch.testing.assert_close(logits, reference["sp_logits"], rtol=0, atol=1e-5)
+    x = torch.randn(2, 16, TINY.hidden_size, generator=torch.Generator().manual_seed(0))
+    cos, sin = rope_cos_sin(torch.arange(16), TINY.head_dim, TINY.rope_theta)
+    with torch.no_grad():
+        full = reference["model"].model.layers[0].self_attn(x, cos[None, None], sin[None, None])
+    torch.testing.assert_close(torch.cat([o["sp"]["attention"] for o in ranks2], dim=1), full, rtol=0, atol=1e-5)
+
+
+def test_ulysses_traffic_gqa(ranks2):
+    b, n, p = len(pc.SP_IDS), len(pc.SP_IDS[0]), 2
+    expected = ulysses_bytes_per_layer(b, n, TINY, p, 4)
+    assert expected == b * (n // p) * (2 * 8 + 2 * 4) * 32 * 4
+    for out in ranks2:
+        for layer in range(TINY.num_hidden_layers):
+            recs = [r for r in out["sp"]["records"] if r.tag == f"layer-{layer}"]
+            assert [r.op for r in recs] == ["all_to_all_single"] * 4
+            assert sum(r.num_bytes for r in recs) == expected
+            assert sum(r.num_remote_bytes for r in recs) == expected * (p - 1) // p
+
+
+def test_ulysses_traffic_mha_is_4nh_over_p(ranks2):
+    n, h, p = 16, pc.MHA["hidden_size"], 2
+    for out in ranks2:
+        recs = [r for r in out["sp_mha"]["records"] if r.tag == "layer-0"]
+        assert sum(r.num_bytes for r in recs) == 4 * n * h // p * 4  # B = 1, fp32
+
+
+def test_degree_errors():
+    with pytest.raises(ValueError, match="num_attention_heads=8"):
+        check_sp_degree(TINY, 3)
+    with pytest.raises(ValueError, match="num_key_value_heads=4"):
+        check_sp_degree(TINY, 8)
+    with pytest.raises(ValueError, match="sequence length 15"):
+        check_sp_degree(TINY, 2, 15)
+    mha = LlamaConfig(**pc.MHA)
+    check_sp_degree(mha, 4, 16)
