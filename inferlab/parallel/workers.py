@@ -119,3 +119,16 @@ def ep_run(rank: int, world_size: int, moe_config: MoEConfig, num_tokens_per_ran
     x_local = moe_tokens(moe_config, world_size * num_tokens_per_rank, seed).chunk(world_size)[rank]
     out, dropped = moe_expert_parallel(moe, x_local, comm)
     return {"out": out, "dropped": dropped, "records": list(comm.records), "rank": rank}
+
+
+def lab1_tour(rank: int, world_size: int, num_tokens: int = 64) -> dict:
+    """Lab 1's multi-process part in one launch: TP, PP (tokens + idle times), Ulysses, MoE."""
+    prompts = [[256, i, i + 1, i + 2] for i in range(1, 5)]
+    seq = [[(7 * i + 3 * j) % 512 for j in range(16)] for i in range(2)]
+    return {
+        "tp": tp_run(rank, world_size, None, [[256, 1, 2, 3], [256, 4, 5, 6]], 2, prompts[:2], 8),
+        "pp": pp_run(rank, world_size, None, prompts, 8, 2),
+        "pp_bubble": pp_bubble(rank, world_size, None, 8, num_tokens, [1, 2, 4, 8]),
+        "sp": sp_run(rank, world_size, None, seq),
+        "ep": ep_run(rank, world_size, MoEConfig(capacity_factor=1.0), 32),
+    }

@@ -1,0 +1,80 @@
+"""Plausible wrong answers to Lab 1; each must lose the points of the tests named."""
+
+from roundtrip import Mutant
+
+MUTANTS = [
+    Mutant(
+        name="row-parallel-without-all-reduce",
+        cell="tp_layers",
+        old="    return sum(partials)\n\n\ndef tp_mlp_forward",
+        new="    return partials[0]\n\n\ndef tp_mlp_forward",
+        must_lose=("test_row_parallel",),
+    ),
+    Mutant(
+        name="mlp-down-projection-not-reduced",
+        cell="tp_layers",
+        old="        partials.append((F.silu(gate) * up) @ shard_cols(mlp.down_proj.weight, r, world_size).T)\n    return sum(partials)",
+        new="        partials.append((F.silu(gate) * up) @ shard_cols(mlp.down_proj.weight, r, world_size).T)\n    return partials[-1]",
+        must_lose=("test_tp_mlp",),
+    ),
+    Mutant(
+        name="one-all-reduce-per-layer",
+        cell="tp_traffic",
+        old="return 2 * num_layers * batch_size * hidden_size * dtype_bytes",
+        new="return num_layers * batch_size * hidden_size * dtype_bytes",
+        must_lose=("test_tp_traffic",),
+    ),
+    Mutant(
+        name="comm-time-without-ring-factor",
+        cell="tp_traffic",
+        old="""    one = costmodel.ring_allreduce_s(batch_size * hidden_size * dtype_bytes, tp_size,
+                                     gpu.nvlink_bandwidth_bytes_per_s, gpu.nvlink_alpha_s)""",
+        new="""    one = 0.0 if tp_size == 1 else (batch_size * hidden_size * dtype_bytes / gpu.nvlink_bandwidth_bytes_per_s
+                                     + gpu.nvlink_alpha_s)""",
+        must_lose=("test_tp_cost",),
+    ),
+    Mutant(
+        name="gpipe-ignores-busy-stage",
+        cell="gpipe",
+        old="start = max(ready, free)",
+        new="start = ready",
+        must_lose=("test_gpipe_schedule",),
+    ),
+    Mutant(
+        name="bubble-relative-to-ideal",
+        cell="gpipe",
+        old="return 1.0 - busy / (num_stages * makespan)",
+        new="return (num_stages * makespan - busy) / busy",
+        must_lose=("test_bubble",),
+    ),
+    Mutant(
+        name="all-to-all-wrong-head-group",
+        cell="ulysses",
+        old="s.chunk(p, dim=2)[g] for s in shards",
+        new="s.chunk(p, dim=2)[p - 1 - g] for s in shards",
+        must_lose=("test_seq_to_heads",),
+    ),
+    Mutant(
+        name="ulysses-bytes-without-gqa",
+        cell="ulysses",
+        old="(2 * num_heads + 2 * num_kv_heads)",
+        new="4 * num_heads",
+        must_lose=("test_ulysses_bytes",),
+    ),
+    Mutant(
+        name="capacity-token-major-priority",
+        cell="moe_capacity",
+        old="""    for k in range(expert_ids.shape[1]):
+        for t in range(expert_ids.shape[0]):""",
+        new="""    for t in range(expert_ids.shape[0]):
+        for k in range(expert_ids.shape[1]):""",
+        must_lose=("test_capacity_mask",),
+    ),
+    Mutant(
+        name="moe-ignores-capacity",
+        cell="moe_capacity",
+        old="            if taken[e] < capacity:",
+        new="            if True:",
+        must_lose=("test_capacity_mask", "test_dropped"),
+    ),
+]
