@@ -141,7 +141,8 @@ class ContinuousBatchingScheduler(Scheduler):
                 out.chunks.append(ScheduledChunk(req, n))
                 budget -= n
         # 3. admit waiting requests in arrival order while blocks, seats and budget last
-        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+        #    (not after a preemption: the freed blocks are for the running requests' next tokens)
+        while not out.preempted and self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             req = self.waiting[0]
             if not self.config.enable_chunked_prefill and req.num_tokens > budget:
                 break

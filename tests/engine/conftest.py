@@ -1,0 +1,26 @@
+"""Shared fixtures: the tiny model and a cache of single-request greedy references."""
+
+import pytest
+import torch
+
+from inferlab.model import build_model, generate_greedy
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def greedy_ref(tiny_model):
+    """greedy_ref(prompt, max_tokens) -> the tokens `generate_greedy` gives for the request alone."""
+    cache: dict = {}
+
+    def ref(prompt, max_tokens):
+        key = (tuple(prompt), max_tokens)
+        if key not in cache:
+            cache[key] = generate_greedy(tiny_model, list(prompt), max_tokens)
+        return cache[key]
+
+    return ref
