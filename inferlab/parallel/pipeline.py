@@ -119,6 +119,11 @@ class PipelineStage:
         self.pending: list = []
         self.timings: list[tuple[int, float, float]] = []  # (microbatch, start, end) of compute
 
+    def _now(self) -> float:
+        if self.device.type == "cuda":  # kernels are asynchronous: wait before reading the clock
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     @torch.no_grad()
     def run(self, shapes: list[tuple[int, int]], caches: list[KVCache], start_pos: int,
             input_fn: Callable[[int], torch.Tensor] | None = None,
@@ -144,10 +149,10 @@ class PipelineStage:
                 x = self.layers[i](x, cos[None, None], sin[None, None], caches[j], i)
             if self.is_last:
                 logits = self.lm_head(self.norm(x))
-                self.timings.append((j, began, time.perf_counter()))
+                self.timings.append((j, began, self._now()))
                 output_fn(j, logits)
             else:
-                self.timings.append((j, began, time.perf_counter()))
+                self.timings.append((j, began, self._now()))
                 self.pending.append(self.comm.isend(x.contiguous(), self.stage + 1))
         for work in self.pending:
             work.wait()

@@ -115,10 +115,10 @@ def moe_tokens(moe_config: MoEConfig, num_tokens: int, seed: int = 0) -> torch.T
 def ep_run(rank: int, world_size: int, moe_config: MoEConfig, num_tokens_per_rank: int, seed: int = 0) -> dict:
     """Expert-parallel MoE on this rank's slice of `moe_tokens`: {"out", "dropped", "records"}."""
     comm = CommRecorder()
-    moe = MoE(moe_config, seed)
+    moe = MoE(moe_config, seed).to(rank_device())
     x_local = moe_tokens(moe_config, world_size * num_tokens_per_rank, seed).chunk(world_size)[rank]
-    out, dropped = moe_expert_parallel(moe, x_local, comm)
-    return {"out": out, "dropped": dropped, "records": list(comm.records), "rank": rank}
+    out, dropped = moe_expert_parallel(moe, x_local.to(rank_device()), comm)
+    return {"out": out.cpu(), "dropped": dropped, "records": list(comm.records), "rank": rank}
 
 
 def lab1_tour(rank: int, world_size: int, num_tokens: int = 64) -> dict:
