@@ -80,17 +80,7 @@ class ModelRunner:
         slots_t = torch.tensor(slots, device=dev)
         last_idx = torch.tensor([o + (stop - start) - 1 for _, o, start, stop in sorted(decodes + prefills)],
                                 device=dev)
-        # decode batch: block tables padded to the longest, a mask over each sequence's context
-        if decodes:
-            dec_rows = torch.tensor([o for _, o, _, _ in decodes], device=dev)
-            max_blocks = max(-(-stop // bs) for *_, stop in decodes)
-            tables = torch.zeros(len(decodes), max_blocks, dtype=torch.long)
-            lens = torch.tensor([stop for *_, stop in decodes])
-            for r, (i, *_rest) in enumerate(decodes):
-                t = chunks[i].request.block_table[:max_blocks]
-                tables[r, :len(t)] = torch.tensor(t)
-            tables = tables.to(dev)
-            dec_mask = (torch.arange(max_blocks * bs)[None, :] < lens[:, None]).to(dev)
+        groups = self._decode_groups(chunks, decodes) if decodes else []
         cos, sin = rope_cos_sin(pos_t, mc.head_dim, mc.rope_theta)
         cos, sin = cos[None, None], sin[None, None]
         x = self.model.model.embed_tokens(ids_t)[None]  # [1, N, H]
@@ -102,22 +92,48 @@ class ModelRunner:
             kp.view(-1, *kp.shape[2:]).index_copy_(0, slots_t, k[0].transpose(0, 1).to(kp.dtype))
             vp.view(-1, *vp.shape[2:]).index_copy_(0, slots_t, v[0].transpose(0, 1).to(vp.dtype))
             out = torch.empty(n, attn.num_heads, attn.head_dim, device=dev, dtype=x.dtype)  # [N, nh, d]
-            if decodes:
-                nb = len(decodes)
-                kd = kp[tables].view(nb, -1, *kp.shape[2:]).transpose(1, 2).to(q.dtype)  # [B, nkv, S, d]
+            for rows, tables, mask in groups:
+                nb = len(rows)
+                kd = kp[tables].view(nb, -1, *kp.shape[2:]).transpose(1, 2).to(q.dtype)  # [b, nkv, S, d]
                 vd = vp[tables].view(nb, -1, *vp.shape[2:]).transpose(1, 2).to(q.dtype)
-                qd = q[0, :, dec_rows].transpose(0, 1)  # [B, nh, d]
-                out[dec_rows] = _decode_attention(qd, kd, vd, dec_mask)
+                out[rows] = _decode_attention(q[0, :, rows].transpose(0, 1), kd, vd, mask)
             for i, o, start, stop in prefills:
-                table = chunks[i].request.block_table[: -(-stop // bs)]
-                kc = kp[table].view(-1, *kp.shape[2:])[:stop].transpose(0, 1)[None].to(q.dtype)  # [1, nkv, S, d]
-                vc = vp[table].view(-1, *vp.shape[2:])[:stop].transpose(0, 1)[None].to(q.dtype)
                 qc = q[:, :, o:o + stop - start]
-                out[o:o + stop - start] = attend(qc, kc, vc)[0].transpose(0, 1)  # causal over the last T of S
+                if start == 0:  # the whole context is this chunk: its K/V are at hand, plain causal attention
+                    kc, vc = k[:, :, o:o + stop], v[:, :, o:o + stop]
+                    oc = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True, enable_gqa=True)
+                else:  # continue after cached or earlier-chunk tokens: read them through the block table
+                    table = chunks[i].request.block_table[: -(-stop // bs)]
+                    kc = kp[table].view(-1, *kp.shape[2:])[:stop].transpose(0, 1)[None].to(q.dtype)  # [1,nkv,S,d]
+                    vc = vp[table].view(-1, *vp.shape[2:])[:stop].transpose(0, 1)[None].to(q.dtype)
+                    oc = attend(qc, kc, vc)  # causal over the last T of S
+                out[o:o + stop - start] = oc[0].transpose(0, 1)
             x = x + attn.o_proj(out.reshape(1, n, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         h = self.model.model.norm(x[0, last_idx])
         return self.model.lm_head(h).float()
+
+    def _decode_groups(self, chunks: list[ScheduledChunk], decodes: list[tuple[int, int, int, int]],
+                       max_group: int = 32) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Decode rows grouped by context length, so padding each group to its longest stays small.
+
+        Returns (rows in the flat batch, block tables [b, max_blocks], mask [b, max_blocks*B]) per group.
+        """
+        bs, dev = self.config.block_size, self.device
+        ordered = sorted(decodes, key=lambda d: d[3])
+        groups = []
+        for g in range(0, len(ordered), max_group):
+            part = ordered[g:g + max_group]
+            max_blocks = -(-part[-1][3] // bs)
+            tables = torch.zeros(len(part), max_blocks, dtype=torch.long)
+            for r, (i, *_rest) in enumerate(part):
+                t = chunks[i].request.block_table[:max_blocks]
+                tables[r, :len(t)] = torch.tensor(t)
+            lens = torch.tensor([stop for *_, stop in part])
+            mask = torch.arange(max_blocks * bs)[None, :] < lens[:, None]
+            rows = torch.tensor([o for _, o, _, _ in part])
+            groups.append((rows.to(dev), tables.to(dev), mask.to(dev)))
+        return groups
 
     def sample(self, logits: torch.Tensor, requests: list[Request]) -> list[int]:
         """Token ids from logits [len(requests), vocab]: argmax when temperature is 0, else a draw

@@ -1,0 +1,66 @@
+"""vLLM offline throughput on a token-id workload, run as its own process (vLLM spawns workers).
+
+`python -m inferlab.bench.vllm_offline MODEL_DIR WORKLOAD_JSON` reads
+{"prompts": [[ids...]], "max_tokens": [n...], "max_model_len": L}, submits every request at
+once (`LLM.generate`, greedy, `ignore_eos`, no tokenizer) and prints one JSON line:
+{"num_output_tokens", "generate_s", "startup_s", "output_tok_s", "vllm_version"}.
+Used by `inferlab bench engine` through `run_vllm_offline`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def run_vllm_offline(model_dir: str | Path, prompts: list[list[int]], max_tokens: list[int], max_model_len: int,
+                     workdir: Path, timeout_s: float = 600.0) -> dict:
+    """Run the workload through vLLM in a subprocess; returns its JSON result, or {"error": reason}."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec = workdir / "vllm_workload.json"
+    spec.write_text(json.dumps({"prompts": prompts, "max_tokens": max_tokens, "max_model_len": max_model_len}))
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "inferlab.bench.vllm_offline", str(model_dir), str(spec)],
+                              env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"vLLM did not finish within {timeout_s:.0f} s"}
+    except OSError as exc:
+        return {"error": f"could not start vLLM: {exc}"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": f"vLLM exited with {proc.returncode}: {' | '.join(tail)[-500:]}"}
+    return json.loads(lines[-1])
+
+
+def _main(model_dir: str, spec_path: str) -> dict:
+    import vllm
+    from vllm import LLM, SamplingParams
+
+    spec = json.loads(Path(spec_path).read_text())
+    started = time.perf_counter()
+    # enforce_eager: no graph capture/compilation, so startup stays ~35 s on 2 CPU cores
+    llm = LLM(model=model_dir, skip_tokenizer_init=True, dtype="float32", max_model_len=spec["max_model_len"],
+              gpu_memory_utilization=0.3, enforce_eager=True, seed=0)
+    ready = time.perf_counter()
+    params = [SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True, detokenize=False)
+              for n in spec["max_tokens"]]
+    warm = [{"prompt_token_ids": p} for p in spec["prompts"][:4]]
+    llm.generate(warm, params[:4], use_tqdm=False)
+    t0 = time.perf_counter()
+    outs = llm.generate([{"prompt_token_ids": p} for p in spec["prompts"]], params, use_tqdm=False)
+    elapsed = time.perf_counter() - t0
+    num_out = sum(len(o.outputs[0].token_ids) for o in outs)
+    return {"num_output_tokens": num_out, "generate_s": elapsed, "startup_s": ready - started,
+            "output_tok_s": num_out / elapsed, "vllm_version": vllm.__version__}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_main(sys.argv[1], sys.argv[2])), flush=True)
