@@ -18,10 +18,12 @@ what production frameworks do with the same files (`ensure_checkpoint("tiny")`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -32,7 +34,11 @@ from inferlab.parallel.launch import rank_device
 
 def deepspeed_tp_run(rank: int, world_size: int, checkpoint: str, input_ids: list[list[int]],
                      prompts: list[list[int]], max_new_tokens: int) -> dict:
-    """AutoTP forward of `input_ids` [B, T] -> {"logits" [B, T, V], "tokens" per prompt (greedy, no EOS stop)}."""
+    """AutoTP forward of `input_ids` [B, T].
+
+    Returns {"logits" [B, T, V], "tokens" per prompt (greedy, no EOS stop),
+    "one_token_all_reduce_bytes": bytes of each all-reduce in a forward of one token per sequence}.
+    """
     import deepspeed
     from transformers import LlamaForCausalLM as HFLlama
 
@@ -45,6 +51,8 @@ def deepspeed_tp_run(rank: int, world_size: int, checkpoint: str, input_ids: lis
     engine.module.to(device)
     with torch.no_grad():
         logits = engine(torch.tensor(input_ids, device=device)).logits.cpu()
+        with _count_all_reduce() as calls:  # one forward of one token per sequence, as in a decode step
+            engine(torch.tensor(input_ids, device=device)[:, :1])
         tokens = []
         for prompt in prompts:
             ids = torch.tensor([prompt], device=device)
@@ -54,7 +62,25 @@ def deepspeed_tp_run(rank: int, world_size: int, checkpoint: str, input_ids: lis
                 out.append(int(nxt))
                 ids = torch.cat([ids, nxt], dim=1)
             tokens.append(out)
-    return {"logits": logits, "tokens": tokens, "rank": rank}
+    return {"logits": logits, "tokens": tokens, "rank": rank, "one_token_all_reduce_bytes": calls}
+
+
+@contextlib.contextmanager
+def _count_all_reduce() -> Iterator[list[int]]:
+    """Record the bytes of every torch.distributed.all_reduce made inside the block (DeepSpeed's path
+    once its shared-memory op is off)."""
+    calls: list[int] = []
+    original = torch.distributed.all_reduce
+
+    def counting(tensor, *args, **kwargs):
+        calls.append(tensor.numel() * tensor.element_size())
+        return original(tensor, *args, **kwargs)
+
+    torch.distributed.all_reduce = counting
+    try:
+        yield calls
+    finally:
+        torch.distributed.all_reduce = original
 
 
 def vllm_env(tp_size: int) -> dict[str, str]:

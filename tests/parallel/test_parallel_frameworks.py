@@ -19,6 +19,11 @@ def test_deepspeed_autotp_equals_one_device_and_our_tp(reference, ranks2):
         torch.testing.assert_close(out["logits"], reference["prefill"], rtol=1.3e-6, atol=1e-5)
         torch.testing.assert_close(out["logits"], ours["tp"]["prefill_logits"], rtol=1.3e-6, atol=1e-5)
         assert out["tokens"] == reference["tokens"][:1]
+        # AutoTP: the same 2 all-reduces per layer as ours (B × hidden × 4 bytes each), plus one for
+        # its row-parallel LM head (B × vocab × 4 bytes) where ours keeps the LM head replicated
+        batch, cfg = len(pc.TP_IDS), reference["model"].config
+        layer_calls = [batch * cfg.hidden_size * 4] * 2 * cfg.num_hidden_layers
+        assert out["one_token_all_reduce_bytes"] == layer_calls + [batch * cfg.vocab_size * 4]
 
 
 @pytest.mark.slow
