@@ -8,7 +8,12 @@ query and KV heads are split by the same factor); a fourth all-to-all returns th
 output to [B, N/P, heads, d] for the local o_proj. Norms, the MLP and the LM head
 are per-token, so they run on the local tokens without communication.
 
-Traffic (per rank, per layer, forward): the input buffers of the 4 all-to-alls hold
+Ring attention (`ring_attention`) is the alternative that keeps all heads on every rank: the
+K/V blocks travel around a ring (P-1 steps of send/recv) while each rank folds them into its
+queries' attention with an online softmax. It sends (P-1)·2·B·(N/P)·nkv·d elements per rank
+per layer, and is not limited by the number of heads.
+
+Ulysses traffic (per rank, per layer, forward): the input buffers of the 4 all-to-alls hold
 B·(N/P)·(2·nh + 2·nkv)·d elements; with MHA (nkv = nh, nh·d = h) that is
 4·B·N·h/P elements × dtype bytes, the paper's "4Nh/P" with B = 1 counted in
 elements. Of it, (P-1)/P leaves the rank (the own chunk stays local).
@@ -70,6 +75,59 @@ def ulysses_attention(attn: Attention, x_local: torch.Tensor, positions_local: t
     out = attend(q, k, v)  # causal over the full N
     out = heads_to_seq(out.transpose(1, 2).contiguous(), comm)  # [B, N/P, heads, d]
     return attn.o_proj(out.reshape(x_local.shape[0], x_local.shape[1], -1))
+
+
+def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, comm: CommRecorder) -> torch.Tensor:
+    """Causal attention of this rank's queries over every rank's keys, K/V passed around a ring.
+
+    Args:
+        q: [B, nh, N/P, d] queries of this rank's tokens (rank r holds tokens [r·N/P, (r+1)·N/P)).
+        k, v: [B, nkv, N/P, d] keys and values of the same tokens (RoPE already applied).
+    Returns:
+        [B, nh, N/P, d], equal to those rows of full causal attention.
+    """
+    p, r = comm.world_size, comm.rank
+    groups = q.shape[1] // k.shape[1]
+    n = q.shape[2]
+    scale = q.shape[-1] ** -0.5
+    row_max = q.new_full(q.shape[:-1], float("-inf"))
+    row_sum = q.new_zeros(q.shape[:-1])
+    acc = torch.zeros_like(q)
+    block = torch.cat((k, v), dim=1).contiguous()  # one message per step: [B, 2·nkv, N/P, d]
+    causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+    for step in range(p):
+        src = (r - step) % p  # the rank whose K/V block we hold now
+        if step < p - 1:  # start passing it on while computing with it
+            incoming = torch.empty_like(block)
+            ops = [torch.distributed.P2POp(torch.distributed.isend, block, (r + 1) % p),
+                   torch.distributed.P2POp(torch.distributed.irecv, incoming, (r - 1) % p)]
+            works = comm.batch_isend_irecv(ops)
+        if src <= r:  # blocks from later tokens are fully masked: skip the math
+            kb, vb = block.chunk(2, dim=1)
+            kb, vb = kb.repeat_interleave(groups, dim=1), vb.repeat_interleave(groups, dim=1)
+            scores = (q @ kb.transpose(-1, -2)) * scale
+            if src == r:
+                scores = scores.masked_fill(~causal, float("-inf"))
+            new_max = torch.maximum(row_max, scores.amax(-1))
+            correction = torch.exp(row_max - new_max)
+            weights = torch.exp(scores - new_max[..., None])
+            row_sum = row_sum * correction + weights.sum(-1)
+            acc = acc * correction[..., None] + weights @ vb
+            row_max = new_max
+        if step < p - 1:
+            for work in works:
+                work.wait()
+            block = incoming
+    return acc / row_sum[..., None]
+
+
+def ring_attention_layer(attn: Attention, x_local: torch.Tensor, positions_local: torch.Tensor,
+                         comm: CommRecorder, theta: float) -> torch.Tensor:
+    """Like `ulysses_attention`, with `ring_attention` inside: [B, N/P, hidden] -> [B, N/P, hidden]."""
+    cos, sin = rope_cos_sin(positions_local, attn.head_dim, theta)
+    q, k, v = attn.project_qkv(x_local, cos[None, None], sin[None, None])
+    out = ring_attention(q, k, v, comm)
+    return attn.o_proj(out.transpose(1, 2).reshape(x_local.shape[0], x_local.shape[1], -1))
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from inferlab.parallel.expert import MoE, MoEConfig, moe_expert_parallel
 from inferlab.parallel.comm import CommRecorder
 from inferlab.parallel.launch import rank_device
 from inferlab.parallel.pipeline import measure_bubble, pipeline_generate
-from inferlab.parallel.sequence import ulysses_attention, ulysses_forward
+from inferlab.parallel.sequence import ring_attention_layer, ulysses_attention, ulysses_forward
 from inferlab.parallel.tensor import tensor_parallel
 
 
@@ -103,7 +103,12 @@ def sp_run(rank: int, world_size: int, checkpoint: str | None, input_ids: list[l
         attn = ulysses_attention(model.model.layers[0].self_attn, x[:, rank * chunk:(rank + 1) * chunk],
                                  torch.arange(rank * chunk, (rank + 1) * chunk, device=x.device), comm,
                                  model.config.rope_theta)
-    return {"logits": logits.cpu(), "attention": attn.cpu(), "records": list(comm.records), "rank": rank}
+    with torch.no_grad(), comm.step("ring-attention"):
+        ring = ring_attention_layer(model.model.layers[0].self_attn, x[:, rank * chunk:(rank + 1) * chunk],
+                                    torch.arange(rank * chunk, (rank + 1) * chunk, device=x.device), comm,
+                                    model.config.rope_theta)
+    return {"logits": logits.cpu(), "attention": attn.cpu(), "ring_attention": ring.cpu(),
+            "records": list(comm.records), "rank": rank}
 
 
 def moe_tokens(moe_config: MoEConfig, num_tokens: int, seed: int = 0) -> torch.Tensor:

@@ -122,8 +122,8 @@ def bundle(rank: int, world_size: int) -> dict:
         "pp_mutant": pp_drop_last_microbatch(rank, world_size),
         "pp_bubble": workers.pp_bubble(rank, world_size, None, 8, 64, [1, 4]),
     }
+    out["sp"] = workers.sp_run(rank, world_size, None, SP_IDS)
     if world_size == 2:
-        out["sp"] = workers.sp_run(rank, world_size, None, SP_IDS)
         out["sp_mha"] = workers.sp_run(rank, world_size, None, [[(5 * j) % 64 for j in range(16)]], 0, MHA)
         for cf in (None, 1.0):
             out[f"ep_{cf}"] = workers.ep_run(rank, world_size, MoEConfig(capacity_factor=cf), MOE_TOKENS_PER_RANK)

@@ -13,14 +13,31 @@ pytestmark = pytest.mark.timeout(200)
 TINY = PRESETS["tiny"]
 
 
-def test_ulysses_logits_and_attention_equal_full(reference, ranks2):
-    logits = torch.cat([out["sp"]["logits"] for out in ranks2], dim=1)
-    torch.testing.assert_close(logits, reference["sp_logits"], rtol=0, atol=1e-5)
+def _full_attention(reference):
     x = torch.randn(2, 16, TINY.hidden_size, generator=torch.Generator().manual_seed(0))
     cos, sin = rope_cos_sin(torch.arange(16), TINY.head_dim, TINY.rope_theta)
     with torch.no_grad():
-        full = reference["model"].model.layers[0].self_attn(x, cos[None, None], sin[None, None])
-    torch.testing.assert_close(torch.cat([o["sp"]["attention"] for o in ranks2], dim=1), full, rtol=0, atol=1e-5)
+        return reference["model"].model.layers[0].self_attn(x, cos[None, None], sin[None, None])
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_ulysses_logits_and_attention_equal_full(world, reference, ranks2, ranks4):
+    ranks = ranks2 if world == 2 else ranks4
+    logits = torch.cat([out["sp"]["logits"] for out in ranks], dim=1)
+    torch.testing.assert_close(logits, reference["sp_logits"], rtol=0, atol=1e-5)
+    full = _full_attention(reference)
+    torch.testing.assert_close(torch.cat([o["sp"]["attention"] for o in ranks], dim=1), full, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_ring_attention_equals_full(world, reference, ranks2, ranks4):
+    ranks = ranks2 if world == 2 else ranks4
+    full = _full_attention(reference)
+    torch.testing.assert_close(torch.cat([o["sp"]["ring_attention"] for o in ranks], dim=1), full, rtol=0, atol=1e-5)
+    for out in ranks:  # P-1 steps, each passing this rank's share of K and V: 2·B·(N/P)·nkv·d·4 bytes
+        sends = [r for r in out["sp"]["records"] if r.tag == "ring-attention" and r.op == "isend"]
+        assert len(sends) == world - 1
+        assert all(r.num_bytes == 2 * 2 * (16 // world) * TINY.num_key_value_heads * TINY.head_dim * 4 for r in sends)
 
 
 def test_ulysses_traffic_gqa(ranks2):
