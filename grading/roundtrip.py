@@ -104,6 +104,7 @@ def _nbgrader(course: Path, *args: str) -> None:
     env = dict(os.environ)
     # nbgrader calls `alembic` by name when it creates a gradebook: the venv's bin must be on PATH.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["INFERLAB_AUTOGRADE"] = "1"  # ungraded heavy demos skip (inferlab.notebook.run_demo)
     cmd = [sys.executable, "-m", "nbgrader", *args]
     done = subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True)
     if done.returncode != 0:

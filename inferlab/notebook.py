@@ -47,3 +47,20 @@ def gpus_or_skip(num_required: int, what: str) -> bool:
         return True
     print(f"SKIPPED: {what} needs {num_required} CUDA GPU(s); this machine has {num_gpus()}.")
     return False
+
+
+def is_autograding() -> bool:
+    """True while nbgrader autogrades for the kit (INFERLAB_AUTOGRADE=1, set by grading/roundtrip.py)."""
+    return os.environ.get("INFERLAB_AUTOGRADE", "").lower() in ("1", "true", "yes")
+
+
+def run_demo(what: str) -> bool:
+    """Whether to run an ungraded heavy demo cell (real vLLM, DeepSpeed, Ray start-up).
+
+    Demos run for learners and under nbval; while autograding they are skipped with a
+    message, since no score depends on them and they would run once per submission.
+    """
+    if is_autograding():
+        print(f"SKIPPED while autograding (ungraded demo): {what}")
+        return False
+    return True
