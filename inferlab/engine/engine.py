@@ -24,6 +24,9 @@ from inferlab.metrics import RequestRecord
 from inferlab.model.llama import LlamaForCausalLM
 
 
+MAX_IDLE_STEPS = 8  # consecutive empty plans before unfinished requests are failed
+
+
 @dataclass(frozen=True)
 class StepRecord:
     """What one engine step did and how long it took (input for `inferlab profile` and the simulator).
@@ -75,6 +78,7 @@ class LLMEngine:
         self.finished: list[Request] = []
         self.step_records: list[StepRecord] = []
         self._ids = itertools.count()
+        self._num_idle_steps = 0
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, config: EngineConfig | None = None, **kwargs) -> LLMEngine:
@@ -138,11 +142,14 @@ class LLMEngine:
         plan: SchedulerOutput = self.scheduler.schedule()
         outputs: list[RequestOutput] = []
         if not plan.chunks:
-            if self.requests and not self.scheduler.num_running():
-                # nothing can ever run (should not happen for requests that passed add_request's checks)
+            self._num_idle_steps += 1
+            if self.requests and self._num_idle_steps > MAX_IDLE_STEPS:
+                # the scheduler keeps planning nothing (a deadlocked scheduler must not hang the caller)
                 for req in list(self.requests.values()):
-                    outputs.append(self._finish(req, FinishReason.ERROR, start, "request could not be scheduled"))
+                    outputs.append(self._finish(req, FinishReason.ERROR, start,
+                                                f"scheduler made no progress for {MAX_IDLE_STEPS} steps"))
             return outputs
+        self._num_idle_steps = 0
         try:
             logits = self.runner.execute(plan.chunks)
         except Exception as exc:  # a failed step fails its requests, not the engine

@@ -19,6 +19,12 @@ from inferlab.engine.scheduler import ScheduledChunk
 from inferlab.model.llama import LlamaForCausalLM, attend, rope_cos_sin
 
 
+def _gather(pool: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """Blocks `tables` [...] of a pool [num_blocks, B, nkv, d] -> [..., B*nkv*d] (index_select: ~3x
+    faster than advanced indexing on CPU)."""
+    return pool.view(pool.shape[0], -1).index_select(0, tables.reshape(-1)).view(*tables.shape, -1)
+
+
 def _decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """GQA attention of one new token per sequence without copying K/V per query head.
 
@@ -94,8 +100,8 @@ class ModelRunner:
             out = torch.empty(n, attn.num_heads, attn.head_dim, device=dev, dtype=x.dtype)  # [N, nh, d]
             for rows, tables, mask in groups:
                 nb = len(rows)
-                kd = kp[tables].view(nb, -1, *kp.shape[2:]).transpose(1, 2).to(q.dtype)  # [b, nkv, S, d]
-                vd = vp[tables].view(nb, -1, *vp.shape[2:]).transpose(1, 2).to(q.dtype)
+                kd = _gather(kp, tables).view(nb, -1, *kp.shape[2:]).transpose(1, 2).to(q.dtype)  # [b, nkv, S, d]
+                vd = _gather(vp, tables).view(nb, -1, *vp.shape[2:]).transpose(1, 2).to(q.dtype)
                 out[rows] = _decode_attention(q[0, :, rows].transpose(0, 1), kd, vd, mask)
             for i, o, start, stop in prefills:
                 qc = q[:, :, o:o + stop - start]
@@ -103,9 +109,9 @@ class ModelRunner:
                     kc, vc = k[:, :, o:o + stop], v[:, :, o:o + stop]
                     oc = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True, enable_gqa=True)
                 else:  # continue after cached or earlier-chunk tokens: read them through the block table
-                    table = chunks[i].request.block_table[: -(-stop // bs)]
-                    kc = kp[table].view(-1, *kp.shape[2:])[:stop].transpose(0, 1)[None].to(q.dtype)  # [1,nkv,S,d]
-                    vc = vp[table].view(-1, *vp.shape[2:])[:stop].transpose(0, 1)[None].to(q.dtype)
+                    table = torch.tensor(chunks[i].request.block_table[: -(-stop // bs)], device=dev)
+                    kc = _gather(kp, table).view(-1, *kp.shape[2:])[:stop].transpose(0, 1)[None].to(q.dtype)
+                    vc = _gather(vp, table).view(-1, *vp.shape[2:])[:stop].transpose(0, 1)[None].to(q.dtype)
                     oc = attend(qc, kc, vc)  # causal over the last T of S
                 out[o:o + stop - start] = oc[0].transpose(0, 1)
             x = x + attn.o_proj(out.reshape(1, n, -1))

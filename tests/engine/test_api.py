@@ -166,3 +166,16 @@ def test_allocator_prefix_cache_lru_and_double_free():
     assert d == [], "free empties the table"
     with pytest.raises(RuntimeError, match="twice"):
         alloc.free([first])
+
+
+def test_a_scheduler_that_plans_nothing_fails_requests_instead_of_hanging(tiny_model):
+    from inferlab.engine import ContinuousBatchingScheduler, SchedulerOutput
+
+    class Stuck(ContinuousBatchingScheduler):
+        def schedule(self):
+            return SchedulerOutput()
+
+    engine = LLMEngine(tiny_model, CONFIG, scheduler_factory=Stuck)
+    engine.add_request([1, 2, 3], SamplingParams(max_tokens=3))
+    run_checked(engine)
+    assert engine.finished[0].finish_reason is FinishReason.ERROR and "no progress" in engine.finished[0].error
