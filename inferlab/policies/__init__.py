@@ -1,1 +1,14 @@
-"""inferlab.policies"""
+"""Autoscaling and routing policies: plain functions of a context (no simulator, no Ray).
+
+`autoscale` (context, baselines: static, HPA, Ray Serve default, KPA, oracle),
+`slo_aware` (the reference policy), `route` (round-robin, least-outstanding, power of two).
+"""
+
+from inferlab.policies.autoscale import (AutoscalingConfig, AutoscalingContext, hpa_policy, kpa_policy,
+                                         make_oracle_policy, make_static_policy, ray_default_policy)
+from inferlab.policies.route import RouteContext, least_outstanding, power_of_two, round_robin
+from inferlab.policies.slo_aware import slo_aware_policy
+
+__all__ = ["AutoscalingConfig", "AutoscalingContext", "RouteContext", "hpa_policy", "kpa_policy",
+           "least_outstanding", "make_oracle_policy", "make_static_policy", "power_of_two", "ray_default_policy",
+           "round_robin", "slo_aware_policy"]

@@ -1,0 +1,305 @@
+"""Autoscaling policies: plain functions `policy(ctx) -> (num_replicas, policy_state)`.
+
+Floor 1 of inferlab: no simulator and no Ray inside. The same function runs in the
+simulator (`inferlab.sim.cluster`, which builds an `AutoscalingContext`), in Ray Serve
+(`inferlab.deploy.ray_serve` passes it as `AutoscalingConfig(policy={"policy_function":
+"inferlab.policies.autoscale:hpa_policy"})`, where Ray builds its own
+`ray.serve.config.AutoscalingContext`) and in a learner's notebook.
+
+`AutoscalingContext` uses Ray Serve 2.60's attribute names (`current_num_replicas`,
+`target_num_replicas`, `total_num_requests`, `total_queued_requests`,
+`aggregated_metrics`, `capacity_adjusted_min_replicas`/`max_replicas`, `policy_state`,
+`current_time`, `config`); the simulator adds `num_starting_replicas` and
+`cold_start_s`, which a policy reads with `getattr(ctx, name, default)` so that it
+still runs in Ray. `config` has Ray's `AutoscalingConfig` field names.
+
+Shipped: static, Kubernetes HPA, Ray Serve's default, Knative KPA, a 5-minute oracle
+(simulator only: it knows the future) and, in `slo_aware.py`, the reference policy.
+Every policy returns a count within [min, max]; state is a new dict each call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+
+@dataclass(frozen=True)
+class AutoscalingConfig:
+    """The subset of Ray Serve's `AutoscalingConfig` the policies read (same names, same meaning)."""
+
+    min_replicas: int = 1
+    max_replicas: int = 64
+    initial_replicas: int | None = None
+    target_ongoing_requests: float = 32.0  # Ray's default is 2: far too low for an LLM replica
+    upscale_delay_s: float = 30.0  # Ray's default
+    downscale_delay_s: float = 600.0  # Ray's default
+    look_back_period_s: float = 30.0  # Ray's default
+    upscaling_factor: float | None = None
+    downscaling_factor: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_replicas < 0:
+            raise ValueError(f"AutoscalingConfig.min_replicas must be >= 0, got {self.min_replicas}")
+        if self.max_replicas < max(1, self.min_replicas):
+            raise ValueError(f"AutoscalingConfig.max_replicas must be >= max(1, min_replicas), got {self.max_replicas}")
+        if self.initial_replicas is not None and not self.min_replicas <= self.initial_replicas <= self.max_replicas:
+            raise ValueError(f"AutoscalingConfig.initial_replicas must be in [min_replicas, max_replicas], "
+                             f"got {self.initial_replicas}")
+        if not self.target_ongoing_requests > 0:
+            raise ValueError(f"AutoscalingConfig.target_ongoing_requests must be > 0, got {self.target_ongoing_requests}")
+        for name in ("upscale_delay_s", "downscale_delay_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"AutoscalingConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.look_back_period_s > 0:
+            raise ValueError(f"AutoscalingConfig.look_back_period_s must be > 0, got {self.look_back_period_s}")
+
+    # Ray's accessors, so Ray's own policy functions run on this config too
+    def get_target_ongoing_requests(self) -> float:
+        return self.target_ongoing_requests
+
+    def get_upscaling_factor(self) -> float:
+        return self.upscaling_factor or 1.0
+
+    def get_downscaling_factor(self) -> float:
+        return self.downscaling_factor or 1.0
+
+
+@dataclass
+class AutoscalingContext:
+    """What a policy sees each control period (Ray Serve 2.60 names; see module docstring).
+
+    Args:
+        current_num_replicas: running (ready) replicas.
+        target_num_replicas: the last decision (ready + starting).
+        total_num_requests: ongoing requests, queued + running, over all replicas.
+        total_queued_requests: requests not yet assigned to a replica.
+        aggregated_metrics: metric name -> {replica id: value}; the simulator reports
+            "kv_utilization" (0-1) and "num_waiting_requests" per running replica.
+        capacity_adjusted_min_replicas / capacity_adjusted_max_replicas: bounds.
+        policy_state: what the policy returned last time ({} at first).
+        current_time: seconds (simulated clock, or Unix time in Ray).
+        config: an `AutoscalingConfig` (Ray's own in Ray Serve).
+        num_starting_replicas: replicas in their cold start (simulator extra).
+        cold_start_s: seconds from launch to ready (simulator extra).
+    """
+
+    current_num_replicas: int
+    target_num_replicas: int
+    total_num_requests: float
+    total_queued_requests: float
+    capacity_adjusted_min_replicas: int
+    capacity_adjusted_max_replicas: int
+    current_time: float
+    policy_state: dict[str, Any] = field(default_factory=dict)
+    aggregated_metrics: dict[str, dict[Any, float]] = field(default_factory=dict)
+    running_replicas: list[Any] = field(default_factory=list)
+    config: AutoscalingConfig = field(default_factory=AutoscalingConfig)
+    last_scale_up_time: float | None = None
+    last_scale_down_time: float | None = None
+    num_starting_replicas: int = 0
+    cold_start_s: float = 0.0
+
+    @property
+    def total_running_requests(self) -> float:
+        return max(0.0, self.total_num_requests - self.total_queued_requests)
+
+
+Policy = Callable[[Any], tuple[int, dict[str, Any]]]
+
+
+def clamp(ctx: Any, num_replicas: float) -> int:
+    """Round up and keep within [capacity_adjusted_min_replicas, capacity_adjusted_max_replicas]."""
+    low, high = ctx.capacity_adjusted_min_replicas, ctx.capacity_adjusted_max_replicas
+    return int(min(high, max(low, math.ceil(num_replicas - 1e-9))))
+
+
+def metric_values(ctx: Any, name: str) -> list[float]:
+    """Per-replica values of an aggregated metric (empty if not reported)."""
+    metrics = getattr(ctx, "aggregated_metrics", None) or {}
+    return [float(v) for v in (metrics.get(name) or {}).values()]
+
+
+def _window(history: list[list[float]], now: float, span_s: float) -> list[list[float]]:
+    return [row for row in history if now - row[0] <= span_s + 1e-9]
+
+
+# ---------------------------------------------------------------- static
+
+def make_static_policy(num_replicas: int) -> Policy:
+    """Always `num_replicas` (e.g. provisioned for the peak)."""
+    if num_replicas < 0:
+        raise ValueError(f"num_replicas must be >= 0, got {num_replicas}")
+
+    def static_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
+        return clamp(ctx, num_replicas), dict(ctx.policy_state)
+
+    return static_policy
+
+
+def static_max_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
+    """Always the maximum replica count."""
+    return ctx.capacity_adjusted_max_replicas, dict(ctx.policy_state)
+
+
+# ---------------------------------------------------------------- Kubernetes HPA
+
+@dataclass(frozen=True)
+class HpaParams:
+    """Kubernetes HorizontalPodAutoscaler defaults (autoscaling/v2)."""
+
+    sync_period_s: float = 15.0
+    tolerance: float = 0.1
+    downscale_stabilization_s: float = 300.0
+    max_scale_up_ratio: float = 2.0  # scaleUp policy: +100% ...
+    max_scale_up_pods: int = 4  # ... or +4 pods per period, whichever is more
+
+
+HPA = HpaParams()
+
+
+def hpa_desired(current: int, metric: float, target: float, tolerance: float = HPA.tolerance) -> int:
+    """HPA's formula: ceil(current * metric / target), unchanged when |metric/target - 1| <= tolerance."""
+    ratio = metric / target
+    if abs(ratio - 1.0) <= tolerance:
+        return current
+    return math.ceil(current * ratio - 1e-9)
+
+
+def hpa_policy(ctx: Any, params: HpaParams = HPA) -> tuple[int, dict[str, Any]]:
+    """Kubernetes HPA on ongoing requests per replica (target: config.target_ongoing_requests).
+
+    Syncs every 15 s; replicas still starting count as 0 load when scaling up (the HPA
+    rule for unready pods); scale-down takes the highest recommendation of the last
+    300 s (stabilisation window); scale-up at most max(2x, +4) per sync.
+    """
+    state = dict(ctx.policy_state)
+    now, target = ctx.current_time, ctx.config.target_ongoing_requests
+    last = state.get("hpa_last_sync_s")
+    if last is not None and now - last < params.sync_period_s - 1e-9:
+        return ctx.target_num_replicas, state
+    state["hpa_last_sync_s"] = now
+    ready = ctx.current_num_replicas
+    spec = max(ctx.target_num_replicas, ready, 1)
+    if ready == 0:
+        desired = spec if ctx.total_num_requests > 0 else ctx.target_num_replicas
+    else:
+        desired = hpa_desired(ready, ctx.total_num_requests / ready, target, params.tolerance)
+        if desired > ready:  # unready pods count as 0: does the scale-up survive that?
+            desired = max(spec, hpa_desired(spec, ctx.total_num_requests / spec, target, params.tolerance))
+            desired = min(desired, max(math.ceil(spec * params.max_scale_up_ratio), spec + params.max_scale_up_pods))
+    # the replicas already there count as a recommendation when the window starts
+    history = _window(state.get("hpa_recommendations", [[now, ctx.target_num_replicas]]), now,
+                      params.downscale_stabilization_s)
+    history.append([now, desired])
+    state["hpa_recommendations"] = history
+    if desired < ctx.target_num_replicas:
+        desired = min(ctx.target_num_replicas, max(r[1] for r in history))
+    return clamp(ctx, desired), state
+
+
+# ---------------------------------------------------------------- Ray Serve default
+
+def ray_default_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
+    """Ray Serve's default: total_num_requests / target_ongoing_requests, with its delays.
+
+    As Ray 2.60: the request count is averaged over `look_back_period_s`; an upscale
+    must be wanted continuously for `upscale_delay_s` (30 s) and a downscale for
+    `downscale_delay_s` (600 s) before it is applied; from 0 replicas it scales at once.
+    """
+    state = dict(ctx.policy_state)
+    cfg, now = ctx.config, ctx.current_time
+    history = _window(state.get("ray_history", []), now, cfg.look_back_period_s)
+    history.append([now, float(ctx.total_num_requests)])
+    state["ray_history"] = history
+    current = ctx.target_num_replicas
+    if ctx.current_num_replicas == 0 and ctx.total_num_requests > 0:
+        return clamp(ctx, max(1, current)), state
+    mean_requests = sum(r[1] for r in history) / len(history)
+    desired = clamp(ctx, mean_requests / cfg.get_target_ongoing_requests())
+    if desired == current:
+        state["ray_decision_since"], state["ray_direction"] = None, 0
+        return current, state
+    direction = 1 if desired > current else -1
+    if state.get("ray_direction") != direction or state.get("ray_decision_since") is None:
+        state["ray_direction"], state["ray_decision_since"] = direction, now
+    delay = cfg.upscale_delay_s if direction > 0 else cfg.downscale_delay_s
+    if now - state["ray_decision_since"] + 1e-6 >= delay:
+        state["ray_decision_since"], state["ray_direction"] = None, 0
+        return desired, state
+    return current, state
+
+
+# ---------------------------------------------------------------- Knative KPA
+
+@dataclass(frozen=True)
+class KpaParams:
+    """Knative Pod Autoscaler defaults (config-autoscaler)."""
+
+    stable_window_s: float = 60.0
+    panic_window_s: float = 6.0  # 10% of the stable window
+    panic_threshold: float = 2.0  # panic when the panic-window demand reaches 200% of capacity
+    max_scale_down_rate: float = 2.0
+    max_scale_up_rate: float = 1000.0
+
+
+KPA = KpaParams()
+
+
+def kpa_policy(ctx: Any, params: KpaParams = KPA) -> tuple[int, dict[str, Any]]:
+    """Knative KPA on concurrency (target per replica: config.target_ongoing_requests).
+
+    Stable: mean concurrency over 60 s / target. Panic: when the 6 s mean asks for
+    >= 2x the ready replicas, follow the 6 s window and never scale down, until a whole
+    stable window passes without the panic condition.
+    """
+    state = dict(ctx.policy_state)
+    now, target = ctx.current_time, ctx.config.target_ongoing_requests
+    history = _window(state.get("kpa_history", []), now, params.stable_window_s)
+    history.append([now, float(ctx.total_num_requests)])
+    state["kpa_history"] = history
+    state.setdefault("kpa_started_s", now)
+    is_window_full = now - state["kpa_started_s"] >= params.stable_window_s
+    panic_rows = _window(history, now, params.panic_window_s)
+    stable = sum(r[1] for r in history) / len(history)
+    panic = sum(r[1] for r in panic_rows) / len(panic_rows)
+    ready = max(ctx.current_num_replicas, 1)
+    desired_stable, desired_panic = math.ceil(stable / target - 1e-9), math.ceil(panic / target - 1e-9)
+    if desired_panic / ready >= params.panic_threshold:
+        state["kpa_panic_since"] = state.get("kpa_panic_since") or now
+        state["kpa_last_panic_signal"] = now
+    elif state.get("kpa_panic_since") is not None and now - state["kpa_last_panic_signal"] >= params.stable_window_s:
+        state["kpa_panic_since"] = None
+    current = ctx.target_num_replicas
+    if state.get("kpa_panic_since") is not None:
+        desired = max(desired_panic, current)
+    else:
+        desired = desired_stable
+    desired = min(desired, math.ceil(ready * params.max_scale_up_rate))
+    desired = max(desired, math.floor(current / params.max_scale_down_rate))
+    if not is_window_full:  # no scale-down before a whole stable window of data
+        desired = max(desired, current)
+    return clamp(ctx, desired), state
+
+
+# ---------------------------------------------------------------- offline oracle
+
+def make_oracle_policy(schedule: Sequence[int], window_s: float = 300.0) -> Policy:
+    """Offline oracle: replicas needed in each `window_s` window, known in advance.
+
+    It launches a window's replicas one cold start early and drops surplus at the
+    window's start. `schedule[i]` is the count for [i*window_s, (i+1)*window_s).
+    """
+    if not schedule or min(schedule) < 0 or window_s <= 0:
+        raise ValueError("oracle needs a non-empty schedule of counts >= 0 and window_s > 0")
+    counts = list(schedule)
+
+    def oracle_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
+        now = ctx.current_time
+        lead = getattr(ctx, "cold_start_s", 0.0)
+        here = counts[min(int(now // window_s), len(counts) - 1)]
+        ahead = counts[min(int((now + lead) // window_s), len(counts) - 1)]
+        return clamp(ctx, max(here, ahead)), dict(ctx.policy_state)
+
+    return oracle_policy

@@ -1,0 +1,355 @@
+"""A simulated fleet: trace in, per-request records and a replica timeline out.
+
+Floor 2 of inferlab. `simulate(trace, step_model, config, autoscaler, router)` is a
+discrete-event loop over arrivals and timers (autoscaler ticks every
+`control_period_s`, replicas ready after `cold_start_s`, spot preemption notices and
+preemptions). Replicas (`sim/replica.py`) advance lazily between events; the
+autoscaler and the router are plain functions from `inferlab.policies`.
+
+- Scale up: new replicas start (billed from launch), ready one cold start later.
+  A share `spot_fraction` of the fleet runs on spot capacity.
+- Scale down: starting replicas are cancelled first, then the least-loaded running
+  ones drain (their not-yet-started requests are re-routed; they finish the rest).
+- Spot: each spot replica is preempted after an exponential lifetime; on the notice
+  it stops taking work and a replacement starts; at preemption its unfinished
+  requests are re-routed and start over (nothing is lost). Their arrival time stays.
+- Requests queue at the cluster when no replica can take them (none ready, or every
+  replica has `max_ongoing_requests`, Ray Serve's per-replica limit).
+Costs = GPU-hours x price, per pool.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from inferlab.metrics import RequestRecord
+from inferlab.policies.autoscale import AutoscalingConfig, AutoscalingContext, Policy
+from inferlab.policies.route import RouteContext, Router, least_outstanding
+from inferlab.sim.replica import Replica, ReplicaConfig, SimRequest
+from inferlab.sim.steptime import StepTimeModel
+from inferlab.traces import TraceRequest
+
+STARTING, RUNNING, DRAINING, STOPPED = "starting", "running", "draining", "stopped"
+POOLS = ("on_demand", "spot")
+MAX_DRAIN_S = 7 * 24 * 3600.0  # give up when the fleet cannot finish the trace within a week
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Fleet settings. Prices are per GPU-hour; each replica uses `num_gpus_per_replica` GPUs."""
+
+    autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
+    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
+    cold_start_s: float = 90.0
+    control_period_s: float = 2.0
+    num_gpus_per_replica: int = 1
+    on_demand_usd_per_gpu_hour: float = 2.49
+    spot_usd_per_gpu_hour: float = 0.87
+    spot_fraction: float = 0.0
+    spot_notice_s: float = 30.0
+    spot_mean_lifetime_s: float = 3600.0
+    max_ongoing_requests: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {"cold_start_s": self.cold_start_s >= 0, "control_period_s": self.control_period_s > 0,
+                  "num_gpus_per_replica": self.num_gpus_per_replica >= 1,
+                  "on_demand_usd_per_gpu_hour": self.on_demand_usd_per_gpu_hour >= 0,
+                  "spot_usd_per_gpu_hour": self.spot_usd_per_gpu_hour >= 0,
+                  "spot_fraction": 0 <= self.spot_fraction <= 1, "spot_notice_s": self.spot_notice_s >= 0,
+                  "spot_mean_lifetime_s": self.spot_mean_lifetime_s > 0,
+                  "max_ongoing_requests": self.max_ongoing_requests is None or self.max_ongoing_requests >= 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"ClusterConfig.{name} is out of range: {getattr(self, name)!r}")
+
+
+class _Node:
+    """A replica with its pool, lifecycle state and billing times."""
+
+    __slots__ = ("replica", "pool", "state", "launch_s", "stop_s", "last_finish_s", "is_preempted",
+                 "sample_s", "sample_budget_busy_s")
+
+    def __init__(self, replica: Replica, pool: str, launch_s: float) -> None:
+        self.replica, self.pool, self.state = replica, pool, STARTING
+        self.launch_s, self.stop_s, self.last_finish_s = launch_s, math.nan, launch_s
+        self.is_preempted = False
+        self.sample_s, self.sample_budget_busy_s = launch_s, 0.0
+
+    def compute_utilization(self, now: float) -> float:
+        """Share of the token budget used since the last call, time-weighted (0-1)."""
+        busy = self.replica.budget_busy_s
+        span = now - self.sample_s
+        value = (busy - self.sample_budget_busy_s) / span if span > 0 else 0.0
+        self.sample_s, self.sample_budget_busy_s = now, busy
+        return min(1.0, value)
+
+
+@dataclass
+class SimResult:
+    """What a simulation produced; `timeline` rows: time_s, target, per pool/state counts."""
+
+    records: list[RequestRecord]
+    timeline: list[dict[str, float]]
+    gpu_hours: dict[str, float]
+    cost_usd: float
+    num_scale_actions: int
+    num_preemptions: int
+    num_requeued: int
+    end_time_s: float
+
+    @property
+    def total_gpu_hours(self) -> float:
+        return sum(self.gpu_hours.values())
+
+    @property
+    def scale_actions_per_hour(self) -> float:
+        return self.num_scale_actions / (self.end_time_s / 3600.0) if self.end_time_s > 0 else 0.0
+
+
+class Cluster:
+    """The event loop; use `simulate()`."""
+
+    def __init__(self, step_model: StepTimeModel, config: ClusterConfig, autoscaler: Policy,
+                 router: Router = least_outstanding) -> None:
+        self.model, self.config, self.autoscaler, self.router = step_model, config, autoscaler, router
+        self.rng = random.Random(config.seed)
+        self.nodes: list[_Node] = []
+        self.events: list[tuple[float, int, str, Any]] = []
+        self.pending: deque[SimRequest] = deque()
+        self.done: list[tuple[SimRequest, float]] = []
+        self.target = 0
+        self.policy_state: dict[str, Any] = {}
+        self.route_state: dict[str, Any] = {}
+        self.num_scale_actions = self.num_preemptions = self.num_requeued = 0
+        self.last_up: float | None = None
+        self.last_down: float | None = None
+        self.timeline: list[dict[str, float]] = []
+        self._seq = 0
+
+    # ------------------------------------------------------------------ plumbing
+    def _push(self, time_s: float, kind: str, payload: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self.events, (time_s, self._seq, kind, payload))
+
+    def _running(self) -> list[_Node]:
+        return [n for n in self.nodes if n.state == RUNNING]
+
+    def _on_finish(self, node: _Node, request: SimRequest, time_s: float) -> None:
+        self.done.append((request, time_s))
+        node.last_finish_s = time_s
+        limit = self.config.max_ongoing_requests
+        if self.pending and node.state == RUNNING and limit is not None and node.replica.num_outstanding < limit:
+            node.replica.add(self.pending.popleft())
+
+    def _launch(self, now: float, pool: str) -> None:
+        node = _Node(None, pool, now)  # type: ignore[arg-type]
+        node.replica = Replica(len(self.nodes), self.model, self.config.replica, now,
+                               lambda r, t, n=node: self._on_finish(n, r, t))
+        self.nodes.append(node)
+        self._push(now + self.config.cold_start_s, "ready", node)
+        if pool == "spot":
+            self._push(now + self.rng.expovariate(1.0 / self.config.spot_mean_lifetime_s), "notice", node)
+
+    def _stop(self, node: _Node, time_s: float) -> None:
+        node.state, node.stop_s = STOPPED, max(time_s, node.launch_s)
+
+    # ------------------------------------------------------------------ routing
+    def _advance_running(self, now: float) -> None:
+        running = self._running()
+        if not self.pending or self.config.max_ongoing_requests is None:
+            for node in running:
+                node.replica.advance(now)
+            return
+        # Requests wait at the cluster: advance in time order so the replica that frees first takes them.
+        limit = self.config.max_ongoing_requests
+        while True:
+            behind = [n for n in running if n.replica.now_s < now]
+            if not behind:
+                return
+            if not self.pending:
+                for node in behind:
+                    node.replica.advance(now)
+                return
+            node = min(behind, key=lambda n: n.replica.now_s)
+            replica = node.replica
+            if replica.num_outstanding < limit:
+                replica.add(self.pending.popleft())
+                continue
+            until = min([now] + [n.replica.now_s for n in behind if n is not node])
+            replica.advance(until if until > replica.now_s else replica.now_s + 1e-9)  # >= one step
+
+    def _route(self, request: SimRequest, now: float) -> None:
+        limit = self.config.max_ongoing_requests
+        nodes = [n for n in self._running() if limit is None or n.replica.num_outstanding < limit]
+        if not nodes:
+            self.pending.append(request)
+            return
+        ctx = RouteContext([n.replica.num_outstanding for n in nodes],
+                           [n.replica.kv_utilization for n in nodes], request.num_prompt_tokens,
+                           self.route_state, self.rng)
+        index, self.route_state = self.router(ctx)
+        nodes[index].replica.add(request)
+
+    def _flush_pending(self, now: float) -> None:
+        for _ in range(len(self.pending)):
+            self._route(self.pending.popleft(), now)
+
+    def _requeue(self, requests: Sequence[SimRequest], now: float) -> None:
+        self.num_requeued += len(requests)
+        for request in requests:
+            self._route(request, now)
+
+    # ------------------------------------------------------------------ scaling
+    def _reconcile(self, now: float) -> None:
+        active = [n for n in self.nodes if n.state in (STARTING, RUNNING) and not n.is_preempted]
+        surplus = len(active) - self.target
+        if surplus < 0:
+            num_spot = sum(n.pool == "spot" for n in active)
+            for _ in range(-surplus):
+                want_spot = num_spot < round(self.config.spot_fraction * self.target)
+                self._launch(now, "spot" if want_spot else "on_demand")
+                num_spot += want_spot
+        starting = sorted((n for n in active if n.state == STARTING), key=lambda n: -n.launch_s)
+        for node in starting[:max(surplus, 0)]:
+            self._stop(node, now)
+        surplus -= min(len(starting), max(surplus, 0))
+        running = sorted((n for n in active if n.state == RUNNING), key=lambda n: n.replica.num_outstanding)
+        for node in running[:max(surplus, 0)]:
+            node.state, node.last_finish_s = DRAINING, now
+            self._requeue(list(node.replica.waiting), now)
+            node.replica.waiting.clear()
+
+    def _tick(self, now: float) -> None:
+        for node in self.nodes:
+            if node.state == DRAINING:
+                node.replica.advance(now)
+                if node.replica.num_outstanding == 0 and not node.is_preempted:
+                    self._stop(node, node.last_finish_s)
+        self._advance_running(now)
+        running = self._running()
+        cfg = self.config.autoscaling
+        ctx = AutoscalingContext(
+            current_num_replicas=len(running), target_num_replicas=self.target,
+            total_num_requests=len(self.pending) + sum(n.replica.num_outstanding for n in running),
+            total_queued_requests=len(self.pending),
+            capacity_adjusted_min_replicas=cfg.min_replicas, capacity_adjusted_max_replicas=cfg.max_replicas,
+            current_time=now, policy_state=self.policy_state, config=cfg,
+            aggregated_metrics={
+                "kv_utilization": {n.replica.replica_id: n.replica.kv_utilization for n in running},
+                "compute_utilization": {n.replica.replica_id: n.compute_utilization(now) for n in running},
+                "num_waiting_requests": {n.replica.replica_id: n.replica.num_waiting_for_first_token
+                                         for n in running}},
+            running_replicas=[n.replica.replica_id for n in running],
+            last_scale_up_time=self.last_up, last_scale_down_time=self.last_down,
+            num_starting_replicas=sum(n.state == STARTING for n in self.nodes),
+            cold_start_s=self.config.cold_start_s)
+        desired, self.policy_state = self.autoscaler(ctx)
+        desired = int(min(cfg.max_replicas, max(cfg.min_replicas, desired)))
+        if desired != self.target:
+            self.num_scale_actions += 1
+            if desired > self.target:
+                self.last_up = now
+            else:
+                self.last_down = now
+            self.target = desired
+            self._reconcile(now)
+        row: dict[str, float] = {"time_s": now, "target": self.target}
+        for pool in POOLS:
+            for state in (STARTING, RUNNING, DRAINING):
+                row[f"num_{state}_{pool}"] = sum(n.pool == pool and n.state == state for n in self.nodes)
+        self.timeline.append(row)
+
+    # ------------------------------------------------------------------ events
+    def _handle(self, now: float, kind: str, node: _Node) -> None:
+        if kind == "ready" and node.state == STARTING and not node.is_preempted:
+            node.state = RUNNING
+            node.replica.now_s = node.sample_s = now
+            self._flush_pending(now)
+        elif kind == "notice" and node.state in (STARTING, RUNNING, DRAINING) and not node.is_preempted:
+            node.is_preempted = True
+            self.num_preemptions += 1
+            if node.state == STARTING:
+                self._stop(node, now)
+            else:
+                node.state = DRAINING
+                self._requeue(list(node.replica.waiting), now)
+                node.replica.waiting.clear()
+                self._push(now + self.config.spot_notice_s, "preempt", node)
+            self._reconcile(now)
+        elif kind == "preempt" and node.state == DRAINING:
+            node.replica.advance(now)
+            self._stop(node, now)
+            self._requeue(node.replica.evict_all(), now)
+
+    def run(self, trace: Sequence[TraceRequest]) -> SimResult:
+        cfg = self.config.autoscaling
+        self.target = cfg.initial_replicas if cfg.initial_replicas is not None else cfg.min_replicas
+        self._reconcile(-self.config.cold_start_s)  # the initial fleet is warm at t=0
+        horizon = (trace[-1].arrival_time_s if trace else 0.0) + MAX_DRAIN_S
+        requests = [SimRequest(i, r.arrival_time_s, r.num_prompt_tokens, r.num_output_tokens)
+                    for i, r in enumerate(trace)]
+        self._push(0.0, "tick")
+        index, num = 0, len(requests)
+        while True:
+            next_event = self.events[0][0] if self.events else math.inf
+            if index < num and requests[index].arrival_time_s <= next_event:
+                request = requests[index]
+                index += 1
+                self._advance_running(request.arrival_time_s)
+                self._route(request, request.arrival_time_s)
+                continue
+            now, _, kind, payload = heapq.heappop(self.events)
+            if now > horizon:
+                raise RuntimeError(f"requests still unfinished {MAX_DRAIN_S:.0f} s after the last arrival "
+                                   f"({num - len(self.done)} left, {len(self._running())} replicas running)")
+            if kind == "tick":
+                self._tick(now)
+                if index == num and len(self.done) == num:
+                    break
+                self._push(now + self.config.control_period_s, "tick")
+            else:
+                self._handle(now, kind, payload)
+        return self._result(trace)
+
+    def _result(self, trace: Sequence[TraceRequest]) -> SimResult:
+        records = [RequestRecord(r.arrival_time_s, r.first_token_time_s, t, r.num_prompt_tokens, r.num_output_tokens)
+                   for r, t in sorted(self.done, key=lambda d: d[0].index)]
+        end = max([t for _, t in self.done] + [trace[-1].arrival_time_s if trace else 0.0])
+        gpu_hours = dict.fromkeys(POOLS, 0.0)
+        for node in self.nodes:
+            stop = node.stop_s if node.state == STOPPED else end
+            gpu_hours[node.pool] += max(0.0, stop - max(node.launch_s, 0.0)) * self.config.num_gpus_per_replica / 3600
+        cost = (gpu_hours["on_demand"] * self.config.on_demand_usd_per_gpu_hour
+                + gpu_hours["spot"] * self.config.spot_usd_per_gpu_hour)
+        return SimResult(records, self.timeline, gpu_hours, cost, self.num_scale_actions, self.num_preemptions,
+                         self.num_requeued, end)
+
+
+def simulate(trace: Sequence[TraceRequest], step_model: StepTimeModel, config: ClusterConfig | None = None,
+             autoscaler: Policy | None = None, router: Router = least_outstanding) -> SimResult:
+    """Run `trace` through a simulated fleet; see the module docstring.
+
+    Args:
+        trace: requests sorted by arrival time (s).
+        step_model: step-time model of one replica (`inferlab.sim.steptime`).
+        config: fleet settings (default `ClusterConfig()`).
+        autoscaler: `policy(ctx) -> (num_replicas, state)`; default: stay at the initial count.
+        router: `router(ctx) -> (index, state)`; default least-outstanding.
+    Returns:
+        `SimResult` with one `RequestRecord` per trace request, in trace order.
+    """
+    config = config or ClusterConfig()
+    for prev, cur in zip(trace, trace[1:]):
+        if cur.arrival_time_s < prev.arrival_time_s:
+            raise ValueError(f"trace must be sorted by arrival_time_s; {cur.arrival_time_s} follows "
+                             f"{prev.arrival_time_s}")
+    if autoscaler is None:
+        def autoscaler(ctx: Any) -> tuple[int, dict[str, Any]]:
+            return ctx.target_num_replicas, ctx.policy_state
+    return Cluster(step_model, config, autoscaler, router).run(trace)

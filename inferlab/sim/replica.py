@@ -1,0 +1,209 @@
+"""One simulated serving replica: continuous batching driven by a step-time model.
+
+Floor 2 of inferlab, used by `sim/cluster.py`. A replica mirrors the engine's
+scheduler at iteration level:
+
+- admission: FCFS from its waiting queue while fewer than `max_num_seqs` run and the
+  KV cache can reserve the request's prompt + output tokens (reserved up front, so a
+  running request is never preempted for memory);
+- each step: every decoding sequence gets one token, and the rest of the token budget
+  (`max_num_batched_tokens`) goes to prompt chunks, FCFS (chunked prefill); a request
+  whose last prompt chunk ran gets its first token at the end of that step;
+- between events the replica fast-forwards: a run of decode-only steps up to the next
+  completion or the next time it is asked about costs O(1) (`StepTimeModel.decode_run_s`).
+
+Time is lazy: `advance(t)` runs every step that *starts* before `t`, so a request added
+at `t` joins at the first step boundary at or after `t`, as in a real engine loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from inferlab.sim.steptime import StepTimeModel
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """Scheduler limits of one replica (names follow vLLM's engine arguments)."""
+
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError(f"ReplicaConfig.max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens < 1:
+            raise ValueError(f"ReplicaConfig.max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+
+
+class SimRequest:
+    """A request inside the simulator (mutable, slotted for speed)."""
+
+    __slots__ = ("index", "arrival_time_s", "num_prompt_tokens", "num_output_tokens",
+                 "num_prefilled", "first_token_time_s", "finish_step", "num_requeues")
+
+    def __init__(self, index: int, arrival_time_s: float, num_prompt_tokens: int, num_output_tokens: int) -> None:
+        self.index = index
+        self.arrival_time_s = arrival_time_s
+        self.num_prompt_tokens = num_prompt_tokens
+        self.num_output_tokens = num_output_tokens
+        self.num_prefilled = 0
+        self.first_token_time_s = math.nan
+        self.finish_step = 0
+        self.num_requeues = 0
+
+    def reset(self) -> None:
+        """Forget progress (its replica went away): it starts over elsewhere."""
+        self.num_prefilled = 0
+        self.first_token_time_s = math.nan
+        self.num_requeues += 1
+
+
+# called with (request, finish_time_s) when a request's last token is produced
+OnFinish = Callable[[SimRequest, float], None]
+
+
+class Replica:
+    """Iteration-level model of one engine replica; see the module docstring."""
+
+    def __init__(self, replica_id: int, model: StepTimeModel, config: ReplicaConfig, start_time_s: float,
+                 on_finish: OnFinish) -> None:
+        self.replica_id = replica_id
+        self.model = model
+        self.config = config
+        self.now_s = start_time_s
+        self.on_finish = on_finish
+        self.waiting: deque[SimRequest] = deque()
+        self.prefilling: deque[SimRequest] = deque()
+        self.decoding: list[tuple[int, int, SimRequest]] = []  # heap of (finish_step, index, request)
+        self.num_decode_steps = 0
+        self.num_kv_reserved = 0  # tokens reserved for admitted requests (prompt + output)
+        self.num_kv_tokens = 0  # tokens actually in the cache (step-time input)
+        self.num_steps = 0
+        self.busy_s = 0.0  # time spent in steps
+        self.budget_busy_s = 0.0  # time spent in steps, weighted by the share of the token budget used
+
+    # ------------------------------------------------------------------ views
+    @property
+    def num_outstanding(self) -> int:
+        return len(self.waiting) + len(self.prefilling) + len(self.decoding)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.prefilling) + len(self.decoding)
+
+    @property
+    def num_waiting_for_first_token(self) -> int:
+        return len(self.waiting) + len(self.prefilling)
+
+    @property
+    def kv_utilization(self) -> float:
+        return self.num_kv_reserved / self.model.num_kv_tokens
+
+    # ------------------------------------------------------------------ input
+    def add(self, request: SimRequest) -> None:
+        """Queue a request; it runs from the first step starting at or after `now_s`."""
+        need = request.num_prompt_tokens + request.num_output_tokens
+        if need > self.model.num_kv_tokens:
+            raise ValueError(f"request {request.index}: prompt + output = {need} tokens exceeds the replica's "
+                             f"KV capacity num_kv_tokens={self.model.num_kv_tokens}")
+        self.waiting.append(request)
+
+    def evict_all(self) -> list[SimRequest]:
+        """Remove every request (replica lost); each is reset to start over."""
+        out = list(self.waiting) + list(self.prefilling) + [entry[2] for entry in self.decoding]
+        self.waiting.clear()
+        self.prefilling.clear()
+        self.decoding.clear()
+        self.num_kv_reserved = self.num_kv_tokens = 0
+        for request in out:
+            request.reset()
+        return out
+
+    # ------------------------------------------------------------------ time
+    def _admit(self) -> None:
+        cap, max_seqs = self.model.num_kv_tokens, self.config.max_num_seqs
+        waiting, prefilling = self.waiting, self.prefilling
+        while waiting and len(prefilling) + len(self.decoding) < max_seqs:
+            request = waiting[0]
+            need = request.num_prompt_tokens + request.num_output_tokens
+            if self.num_kv_reserved + need > cap:
+                break
+            waiting.popleft()
+            self.num_kv_reserved += need
+            prefilling.append(request)
+
+    def _finish(self, request: SimRequest, time_s: float) -> None:
+        self.num_kv_reserved -= request.num_prompt_tokens + request.num_output_tokens
+        self.num_kv_tokens -= request.num_prompt_tokens + request.num_output_tokens - 1
+        self.on_finish(request, time_s)
+
+    def _mixed_step(self) -> None:
+        """One step with prompt chunks (and every decoding sequence)."""
+        num_decode = len(self.decoding)
+        budget = self.config.max_num_batched_tokens - num_decode
+        num_prefill = 0
+        done: list[SimRequest] = []
+        for request in self.prefilling:
+            if budget <= 0:
+                break
+            chunk = min(request.num_prompt_tokens - request.num_prefilled, budget)
+            request.num_prefilled += chunk
+            budget -= chunk
+            num_prefill += chunk
+            if request.num_prefilled == request.num_prompt_tokens:
+                done.append(request)
+        dt = self.model.step_s(num_prefill, num_decode, self.num_kv_tokens)
+        self.now_s += dt
+        self.busy_s += dt
+        self.budget_busy_s += dt * (num_prefill + num_decode) / self.config.max_num_batched_tokens
+        self.num_steps += 1
+        self.num_kv_tokens += num_prefill + num_decode
+        if num_decode:
+            self.num_decode_steps += 1
+        for request in done:
+            self.prefilling.popleft()  # done requests are the leading ones (FCFS chunks)
+            request.first_token_time_s = self.now_s
+            if request.num_output_tokens == 1:
+                self._finish(request, self.now_s)
+            else:
+                request.finish_step = self.num_decode_steps + request.num_output_tokens - 1
+                heapq.heappush(self.decoding, (request.finish_step, request.index, request))
+        self._pop_finished()
+
+    def _pop_finished(self) -> None:
+        decoding, step = self.decoding, self.num_decode_steps
+        while decoding and decoding[0][0] <= step:
+            self._finish(heapq.heappop(decoding)[2], self.now_s)
+
+    def advance(self, until_s: float) -> None:
+        """Run every step that starts before `until_s` (math.inf: until the replica is empty)."""
+        model = self.model
+        while self.now_s < until_s:
+            if self.waiting:
+                self._admit()
+            if self.prefilling:
+                self._mixed_step()
+                continue
+            decoding = self.decoding
+            if not decoding:
+                if until_s != math.inf:
+                    self.now_s = until_s
+                return
+            num_decode = len(decoding)
+            num_steps = decoding[0][0] - self.num_decode_steps
+            if until_s != math.inf:
+                num_steps = model.decode_steps_until(num_decode, self.num_kv_tokens, until_s - self.now_s, num_steps)
+            dt = model.decode_run_s(num_decode, self.num_kv_tokens, num_steps)
+            self.now_s += dt
+            self.busy_s += dt
+            self.budget_busy_s += dt * num_decode / self.config.max_num_batched_tokens
+            self.num_steps += num_steps
+            self.num_decode_steps += num_steps
+            self.num_kv_tokens += num_decode * num_steps
+            self._pop_finished()

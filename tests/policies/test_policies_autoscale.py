@@ -1,0 +1,134 @@
+"""Autoscaling policies: formulas, windows, bounds, reaction to a step, no flapping."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable
+
+import pytest
+
+import inferlab.policies.autoscale as autoscale_module
+import inferlab.policies.slo_aware as slo_module
+from inferlab.policies.autoscale import (AutoscalingConfig, AutoscalingContext, hpa_desired, hpa_policy,
+                                         kpa_policy, make_oracle_policy, make_static_policy, ray_default_policy)
+from inferlab.policies.slo_aware import slo_aware_policy
+
+TARGET = 10.0
+POLICIES = {"hpa": hpa_policy, "ray": ray_default_policy, "kpa": kpa_policy, "slo": slo_aware_policy}
+
+
+def _ctx(now: float, target: int, ready: int, load: float, state: dict, starting: int = 0,
+         lo: int = 1, hi: int = 20, **metrics: dict) -> AutoscalingContext:
+    return AutoscalingContext(current_num_replicas=ready, target_num_replicas=target, total_num_requests=load,
+                              total_queued_requests=0, capacity_adjusted_min_replicas=lo,
+                              capacity_adjusted_max_replicas=hi, current_time=now, policy_state=state,
+                              config=AutoscalingConfig(min_replicas=lo, max_replicas=hi,
+                                                       target_ongoing_requests=TARGET),
+                              num_starting_replicas=starting, cold_start_s=90.0, aggregated_metrics=metrics)
+
+
+def _drive(policy: Callable, load_at: Callable[[float], float], seconds: float, start: int = 2,
+           cold_start_s: float = 90.0, period_s: float = 2.0, metrics_at: Callable | None = None) -> list[tuple]:
+    """Closed loop with a toy fleet: replicas asked for become ready after the cold start."""
+    state: dict[str, Any] = {}
+    target, launches = start, [(-1e9, start)]
+    out = []
+    t = 0.0
+    while t <= seconds:
+        ready = min(target, sum(n for when, n in launches if when + cold_start_s <= t))
+        ready = max(ready, 0)
+        metrics = metrics_at(t, ready) if metrics_at else {}
+        ctx = _ctx(t, target, ready, load_at(t), state, starting=target - ready, **metrics)
+        desired, state = policy(ctx)
+        if desired > target:
+            launches.append((t, desired - target))
+        elif desired < target:
+            launches.append((-1e9, desired - target))
+        target = desired
+        out.append((t, target, ready))
+        t += period_s
+    return out
+
+
+def test_hpa_formula_and_tolerance() -> None:
+    assert hpa_desired(4, 15.0, 10.0) == 6  # ceil(4 * 1.5)
+    assert hpa_desired(4, 10.9, 10.0) == 4  # within 10% tolerance
+    assert hpa_desired(4, 11.1, 10.0) == 5
+    assert hpa_desired(4, 5.0, 10.0) == 2
+
+
+def test_hpa_scale_down_waits_for_stabilisation() -> None:
+    trace = _drive(hpa_policy, lambda t: 80.0 if t < 100 else 10.0, 800, start=8)
+    targets = {t: n for t, n, _ in trace}
+    assert targets[98.0] == 8
+    assert targets[380.0] == 8  # high recommendations still inside the 300 s window
+    assert targets[800.0] == 1
+    first_down = min(t for t, n, _ in trace if n < 8)
+    assert first_down >= 100 + 300 - 15
+
+
+def test_kpa_panics_on_a_burst_and_never_scales_down_in_panic() -> None:
+    state: dict = {}
+    for t in range(0, 62, 2):  # a full stable window at the target load
+        n, state = kpa_policy(_ctx(float(t), 2, 2, 20.0, state))
+    assert n == 2 and state.get("kpa_panic_since") is None
+    n, state = kpa_policy(_ctx(62.0, 2, 2, 200.0, state))  # 6 s window now asks for far more than 2x
+    assert state["kpa_panic_since"] == 62.0 and n >= 4
+    n2, state = kpa_policy(_ctx(64.0, n, 2, 0.0, state))
+    assert n2 >= n  # in panic: no scale-down
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_bounds_respected(name: str) -> None:
+    policy = POLICIES[name]
+    for load in (0.0, 1e6):
+        state: dict = {}
+        for t in range(0, 1200, 2):
+            n, state = policy(_ctx(float(t), 3, 3, load, state, lo=2, hi=7))
+            assert 2 <= n <= 7
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_scales_up_within_cold_start_plus_a_period_of_a_step(name: str) -> None:
+    # load steps from 2 replicas' worth to 6 at t=300: capacity asked for by t=300 + 90 + one period
+    step = lambda t: 20.0 if t < 300 else 60.0
+    kv = lambda t, ready: {"kv_utilization": {i: step(t) / TARGET * 0.6 / max(ready, 1) for i in range(ready)},
+                           "compute_utilization": {i: 0.0 for i in range(ready)}}
+    trace = _drive(POLICIES[name], step, 600, metrics_at=kv)
+    # each one's own period: HPA sync, Ray's upscale delay, KPA's panic window, our control period
+    delay = {"hpa": 15.0, "ray": 30.0, "kpa": 6.0, "slo": 2.0}[name]
+    asked = min(t for t, n, _ in trace if n >= 6)
+    assert asked <= 300 + delay + 2.0
+    assert min(t for t, _, ready in trace if ready >= 6) <= 300 + 90 + delay + 2.0
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_no_flapping_on_constant_load(name: str) -> None:
+    kv = lambda t, ready: {"kv_utilization": {i: 50.0 / TARGET * 0.6 / max(ready, 1) for i in range(ready)},
+                           "compute_utilization": {i: 0.0 for i in range(ready)}}
+    trace = _drive(POLICIES[name], lambda t: 50.0, 3600, start=5, metrics_at=kv)
+    changes = sum(1 for a, b in zip(trace, trace[1:]) if a[1] != b[1])
+    assert changes <= 2
+
+
+def test_static_and_oracle() -> None:
+    n, _ = make_static_policy(5)(_ctx(0.0, 1, 1, 0.0, {}))
+    assert n == 5
+    oracle = make_oracle_policy([2, 6, 3], window_s=300)
+    assert oracle(_ctx(100.0, 2, 2, 0.0, {}))[0] == 2
+    assert oracle(_ctx(220.0, 2, 2, 0.0, {}))[0] == 6  # pre-warmed one cold start (90 s) early
+    assert oracle(_ctx(610.0, 6, 6, 0.0, {}))[0] == 3
+
+
+def test_policies_import_nothing_above_floor_1() -> None:
+    for module in (autoscale_module, slo_module):
+        imports = [line for line in inspect.getsource(module).splitlines() if line.startswith(("import", "from"))]
+        assert imports and not any("ray" in line.split() or "inferlab.sim" in line for line in imports), imports
+
+
+def test_config_validation_names_the_field() -> None:
+    with pytest.raises(ValueError, match="max_replicas"):
+        AutoscalingConfig(min_replicas=3, max_replicas=2)
+    with pytest.raises(ValueError, match="target_ongoing_requests"):
+        AutoscalingConfig(target_ongoing_requests=0)
