@@ -24,3 +24,13 @@ def greedy_ref(tiny_model):
         return cache[key]
 
     return ref
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny model's ops are too small to gain from 2 threads, and on a shared CI box the
+    OpenMP barrier of a second thread can make each step 10x slower; restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
