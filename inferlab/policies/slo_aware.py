@@ -34,8 +34,8 @@ class SloAwareParams:
     """Knobs of the reference policy (defaults tuned on the Azure-shaped traces in the simulator)."""
 
     target_ongoing_requests: float | None = None  # fallback only; None: ctx.config's
-    target_compute_utilization: float = 0.5
-    target_kv_utilization: float = 0.6
+    target_compute_utilization: float = 0.75
+    target_kv_utilization: float = 0.75
     max_waiting_per_replica: float = 4.0
     downscale_utilization_ratio: float = 0.7  # scale down only to where utilisation stays 30% under target
     max_downscale_ratio: float = 0.5  # at most halve the fleet per downscale
@@ -43,7 +43,7 @@ class SloAwareParams:
     smoothing_window_s: float = 10.0
     trend_window_s: float = 60.0
     downscale_hold_s: float = 300.0
-    max_trend_ratio: float = 2.0  # pre-warm at most this multiple of the current need
+    max_trend_ratio: float = 1.5  # pre-warm at most this multiple of the current need
 
     def __post_init__(self) -> None:
         for name in ("target_compute_utilization", "target_kv_utilization"):
@@ -102,7 +102,7 @@ def slo_aware_policy(ctx: Any, params: SloAwareParams = SLO_AWARE) -> tuple[int,
     cold_start_s = getattr(ctx, "cold_start_s", 0.0) or 0.0
     trend = [r for r in history if now - r[0] <= params.trend_window_s + 1e-9]
     ahead = need + max(0.0, _slope_per_s(trend)) * cold_start_s
-    need_up = min(ahead, params.max_trend_ratio * max(need, 1.0)) * params.headroom
+    need_up = min(ahead, params.max_trend_ratio * need) * params.headroom
     current = ctx.target_num_replicas
     if math.ceil(need_up - 1e-9) > current:
         state["slo_below_since"] = None
