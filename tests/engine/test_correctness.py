@@ -104,3 +104,33 @@ def test_overload_twice_the_kv_pool_completes_everything(tiny_model):
     assert len(engine.finished) == 16
     assert all(r.finish_reason is FinishReason.LENGTH and r.num_output_tokens == 8 for r in engine.finished)
     assert max(s.num_kv_blocks_used for s in engine.step_records) <= 32
+
+
+def test_without_chunked_prefill_whole_prompts_run_in_one_step(tiny_model, greedy_ref):
+    rng = random.Random(6)
+    prompts = [[rng.randrange(256) for _ in range(rng.randint(20, 60))] for _ in range(5)]
+    config = EngineConfig(max_num_seqs=4, max_num_batched_tokens=128, block_size=8, num_kv_blocks=64,
+                          max_model_len=128, enable_chunked_prefill=False, enable_prefix_caching=False)
+    engine = LLMEngine(tiny_model, config)
+    seen = []
+    real = engine.runner.execute
+
+    def spy(chunks):
+        seen.extend((c.request.num_computed_tokens, c.num_tokens, c.request.num_tokens) for c in chunks)
+        return real(chunks)
+
+    engine.runner.execute = spy
+    _submit_and_check(engine, prompts, [5] * 5, greedy_ref)
+    assert all(start + n == total for start, n, total in seen), "a prompt was split across steps"
+    assert sum(1 for start, n, _ in seen if n > 1) == 5
+
+
+def test_kv_utilization_definition():
+    from inferlab.bench.engine_bench import kv_utilization
+    from inferlab.engine import StepRecord
+
+    steps = [StepRecord(0.0, 1.0, 0, 0, 2, num_kv_tokens=12, num_kv_blocks_used=2, num_running_seqs=2, num_preempted=0),
+             StepRecord(1.0, 3.0, 0, 0, 1, num_kv_tokens=8, num_kv_blocks_used=1, num_running_seqs=1, num_preempted=0)]
+    paged, contiguous = kv_utilization(steps, block_size=8, max_model_len=32)
+    assert paged == pytest.approx((12 / 16 * 1 + 8 / 8 * 3) / 4)
+    assert contiguous == pytest.approx((12 / 64 * 1 + 8 / 32 * 3) / 4)
