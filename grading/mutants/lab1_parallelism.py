@@ -77,4 +77,33 @@ MUTANTS = [
         new="            if True:",
         must_lose=("test_capacity_mask", "test_dropped"),
     ),
+    Mutant(
+        name="pipeline-drops-last-microbatch",
+        cell="gpipe",
+        old="for mb in range(num_microbatches):",
+        new="for mb in range(num_microbatches - 1):",
+        must_lose=("test_microbatches",),
+    ),
+    Mutant(
+        name="autotp-forgets-row-parallel-lm-head",
+        cell="autotp_traffic",
+        old="return [layer_bytes] * (2 * num_layers) + [batch_size * num_tokens * vocab_size * dtype_bytes]",
+        new="return [layer_bytes] * (2 * num_layers)",
+        must_lose=("test_autotp_traffic",),
+    ),
+    Mutant(
+        name="cost-model-forgets-kv-cache",
+        cell="cost_memory",
+        old="""            + kv_cache_bytes_per_gpu(model_spec, layout, workload)
+""",
+        new="",
+        must_lose=("test_memory_per_gpu", "test_choose_layout"),
+    ),
+    Mutant(
+        name="kv-cache-without-gqa-replication",
+        cell="cost_memory",
+        old="max(1, model_spec.num_kv_heads // layout.tp)",
+        new="model_spec.num_kv_heads / layout.tp",
+        must_lose=("test_kv_cache",),
+    ),
 ]
