@@ -1,0 +1,19 @@
+"""Plausible wrong answers to Lab 5; each must lose the points of the tests named."""
+
+from roundtrip import Mutant
+
+MUTANTS = [
+    Mutant(name="erlang-b-not-c", cell="erlang_c", old="return b / (1 - rho * (1 - b))", new="return b",
+           must_lose=("test_erlang_c",)),
+    Mutant(name="hpa-no-tolerance", cell="hpa", old="if abs(ratio - 1.0) <= tolerance:", new="if False:",
+           must_lose=("test_hpa",)),
+    Mutant(name="hpa-rounds-down", cell="hpa", old="return math.ceil(current * ratio - 1e-9)",
+           new="return int(current * ratio)", must_lose=("test_hpa",)),
+    Mutant(name="mutates-policy-state", cell="autoscaler", old="state = dict(ctx.policy_state)",
+           new="state = ctx.policy_state", must_lose=("test_autoscaler_bounds",)),
+    Mutant(name="static-at-max", cell="autoscaler", old="state = dict(ctx.policy_state)",
+           new="state = dict(ctx.policy_state)\n    return ctx.capacity_adjusted_max_replicas, state",
+           must_lose=("test_autoscaler_gpu_hours",)),
+    Mutant(name="never-scales-up", cell="autoscaler", old="if up > current:", new="if False:",
+           must_lose=("test_autoscaler_attainment",)),
+]
