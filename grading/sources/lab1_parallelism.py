@@ -12,7 +12,7 @@
 # |---|---|
 # | Prerequisites | Lab 0; `torch.distributed` collectives (all-reduce, all-to-all, send/recv) |
 # | Hardware tier | **CPU** (2 gloo processes); on a machine with 2+ GPUs the same code uses NCCL |
-# | Time | ~1 min in fast mode (DeepSpeed demo included, vLLM skipped), ~2.5 min in full mode (vLLM TP=2 start-up ~1 min), plus reading (lecture 1.5 h, lab 2.5 h) |
+# | Time | ~1 min in fast mode (DeepSpeed demo included, vLLM skipped), ~2 min in full mode (vLLM TP=2 start-up 25-60 s), plus reading (lecture 1.5 h, lab 2.5 h) |
 # | Graded (27 points) | tensor-parallel layers (4), TP traffic and its cost (3), micro-batches and GPipe schedule (5), Ulysses all-to-all (4), MoE capacity (4), DeepSpeed AutoTP traffic (2), cost model: KV cache and memory per GPU (3), layout chooser (2) |
 #
 # The multi-process runs use `inferlab.parallel`: `launch` starts N ranks (gloo over CPU
@@ -40,7 +40,7 @@ from inferlab.parallel.expert import count_dropped, keep_mask
 from inferlab.parallel.pipeline import bubble_fraction, simulate_gpipe, split_microbatches
 from inferlab.parallel.shard import shard_cols, shard_rows
 
-banner("lab1_parallelism", tier="CPU (2 processes)", fast_min=1, full_min=2.5)
+banner("lab1_parallelism", tier="CPU (2 processes)", fast_min=1, full_min=2)
 torch.manual_seed(0)
 
 # %% [markdown]
@@ -511,14 +511,14 @@ if run_demo("DeepSpeed-Inference AutoTP, tp_size=2, against one device and again
           f"predicted {len(predicted)}; bytes equal: {ds[0]['one_token_all_reduce_bytes'] == predicted}")
 
 # %% [markdown]
-# vLLM with `tensor_parallel_size=2` (a subprocess, since its engine spawns workers; ~60-100 s on 2 cores).
+# vLLM with `tensor_parallel_size=2` (a subprocess, since its engine spawns workers; ~30-70 s on 2 cores).
 # In fast mode (the test suite) it is skipped to keep the notebook's test time down (the package's own
 # slow test checks the same thing).
 
 # %%
 if run_demo("vLLM tensor_parallel_size=2, greedy tokens against one device"):
     if is_fast():
-        print("fast mode: vLLM TP=2 skipped (its start-up alone is ~35-60 s on 2 cores, a third of this notebook's "
+        print("fast mode: vLLM TP=2 skipped (its start-up alone is ~25-60 s on 2 cores, a third of this notebook's "
               "3-minute test budget; tests/parallel/test_parallel_frameworks.py checks it); full mode runs it")
     else:
         vllm_prompts = [[256, 1, 2, 3], [256, 4, 5, 6]]
