@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,10 +170,12 @@ def run_demo(policy: str = "inferlab.deploy.ray_serve:demo_policy", max_replicas
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp_dir), log_to_driver=False,
              configure_logging=False)
     try:
-        autoscaling = AutoscalingConfig(min_replicas=1, max_replicas=max_replicas, initial_replicas=1,
-                                        target_ongoing_requests=8, upscale_delay_s=0.0, downscale_delay_s=0.0,
-                                        look_back_period_s=2.0, metrics_interval_s=1.0,
-                                        policy={"policy_function": policy})
+        with warnings.catch_warnings():  # metrics_interval_s is deprecated, but look_back_period_s must exceed it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            autoscaling = AutoscalingConfig(min_replicas=1, max_replicas=max_replicas, initial_replicas=1,
+                                            target_ongoing_requests=8, upscale_delay_s=0.0, downscale_delay_s=0.0,
+                                            look_back_period_s=2.0, metrics_interval_s=1.0,
+                                            policy={"policy_function": policy})
         deployment = serve.deployment(EngineReplica, name="engine", autoscaling_config=autoscaling,
                                       ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64,
                                       graceful_shutdown_timeout_s=2.0)
