@@ -7,7 +7,8 @@ preemptions). Replicas (`sim/replica.py`) advance lazily between events; the
 autoscaler and the router are plain functions from `inferlab.policies`.
 
 - Scale up: new replicas start (billed from launch), ready one cold start later.
-  A share `spot_fraction` of the fleet runs on spot capacity.
+  A share `spot_fraction` of the fleet runs on spot capacity, or as many as a spot
+  policy (`inferlab.policies.spot`, asked at each launch) wants.
 - Scale down: starting replicas are cancelled first, then the least-loaded running
   ones drain (their not-yet-started requests are re-routed; they finish the rest).
 - Spot: each spot replica is preempted after an exponential lifetime; on the notice
@@ -30,6 +31,7 @@ from typing import Any, Sequence
 from inferlab.metrics import RequestRecord
 from inferlab.policies.autoscale import AutoscalingConfig, AutoscalingContext, Policy
 from inferlab.policies.route import RouteContext, Router, least_outstanding
+from inferlab.policies.spot import SpotContext, SpotPolicy
 from inferlab.sim.replica import Replica, ReplicaConfig, SimRequest
 from inferlab.sim.steptime import StepTimeModel
 from inferlab.traces import TraceRequest
@@ -116,8 +118,11 @@ class Cluster:
     """The event loop; use `simulate()`."""
 
     def __init__(self, step_model: StepTimeModel, config: ClusterConfig, autoscaler: Policy,
-                 router: Router = least_outstanding) -> None:
+                 router: Router = least_outstanding, spot_policy: SpotPolicy | None = None) -> None:
         self.model, self.config, self.autoscaler, self.router = step_model, config, autoscaler, router
+        self.spot_policy = spot_policy
+        self.spot_state: dict[str, Any] = {}
+        self.notice_times: list[float] = []
         self.rng = random.Random(config.seed)
         self.nodes: list[_Node] = []
         self.events: list[tuple[float, int, str, Any]] = []
@@ -211,8 +216,9 @@ class Cluster:
         surplus = len(active) - self.target
         if surplus < 0:
             num_spot = sum(n.pool == "spot" for n in active)
+            spot_target = self._spot_target(now, num_spot, len(active) - num_spot)
             for _ in range(-surplus):
-                want_spot = num_spot < round(self.config.spot_fraction * self.target)
+                want_spot = num_spot < spot_target
                 self._launch(now, "spot" if want_spot else "on_demand")
                 num_spot += want_spot
         starting = sorted((n for n in active if n.state == STARTING), key=lambda n: -n.launch_s)
@@ -224,6 +230,18 @@ class Cluster:
             node.state, node.last_finish_s = DRAINING, now
             self._requeue(list(node.replica.waiting), now)
             node.replica.waiting.clear()
+
+    def _spot_target(self, now: float, num_spot: int, num_on_demand: int) -> int:
+        if self.spot_policy is None:
+            return round(self.config.spot_fraction * self.target)
+        self.notice_times = [t for t in self.notice_times if now - t <= 3600.0]
+        cfg = self.config
+        ctx = SpotContext(self.target, num_spot, num_on_demand,
+                          cfg.spot_usd_per_gpu_hour / cfg.on_demand_usd_per_gpu_hour
+                          if cfg.on_demand_usd_per_gpu_hour > 0 else 1.0,
+                          now, tuple(self.notice_times), cfg.spot_notice_s, cfg.cold_start_s, self.spot_state)
+        spot_target, self.spot_state = self.spot_policy(ctx)
+        return int(spot_target)
 
     def _tick(self, now: float) -> None:
         for node in self.nodes:
@@ -274,6 +292,7 @@ class Cluster:
         elif kind == "notice" and node.state in (STARTING, RUNNING, DRAINING) and not node.is_preempted:
             node.is_preempted = True
             self.num_preemptions += 1
+            self.notice_times.append(now)
             if node.state == STARTING:
                 self._stop(node, now)
             else:
@@ -332,7 +351,8 @@ class Cluster:
 
 
 def simulate(trace: Sequence[TraceRequest], step_model: StepTimeModel, config: ClusterConfig | None = None,
-             autoscaler: Policy | None = None, router: Router = least_outstanding) -> SimResult:
+             autoscaler: Policy | None = None, router: Router = least_outstanding,
+             spot_policy: SpotPolicy | None = None) -> SimResult:
     """Run `trace` through a simulated fleet; see the module docstring.
 
     Args:
@@ -341,6 +361,8 @@ def simulate(trace: Sequence[TraceRequest], step_model: StepTimeModel, config: C
         config: fleet settings (default `ClusterConfig()`).
         autoscaler: `policy(ctx) -> (num_replicas, state)`; default: stay at the initial count.
         router: `router(ctx) -> (index, state)`; default least-outstanding.
+        spot_policy: `spot_policy(ctx) -> (num_spot_replicas, state)`, asked at each launch
+            (`inferlab.policies.spot`); default: `config.spot_fraction` of the fleet.
     Returns:
         `SimResult` with one `RequestRecord` per trace request, in trace order.
     """
@@ -352,4 +374,4 @@ def simulate(trace: Sequence[TraceRequest], step_model: StepTimeModel, config: C
     if autoscaler is None:
         def autoscaler(ctx: Any) -> tuple[int, dict[str, Any]]:
             return ctx.target_num_replicas, ctx.policy_state
-    return Cluster(step_model, config, autoscaler, router).run(trace)
+    return Cluster(step_model, config, autoscaler, router, spot_policy).run(trace)
