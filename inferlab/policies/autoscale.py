@@ -235,51 +235,67 @@ def ray_default_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
 
 @dataclass(frozen=True)
 class KpaParams:
-    """Knative Pod Autoscaler defaults (config-autoscaler)."""
+    """Knative Pod Autoscaler defaults (config-autoscaler, knative.dev/serving pkg/autoscaler)."""
 
     stable_window_s: float = 60.0
-    panic_window_s: float = 6.0  # 10% of the stable window
-    panic_threshold: float = 2.0  # panic when the panic-window demand reaches 200% of capacity
-    max_scale_down_rate: float = 2.0
-    max_scale_up_rate: float = 1000.0
+    panic_window_s: float = 6.0  # panic-window-percentage 10% of the stable window
+    panic_threshold: float = 2.0  # panic when the panic-window demand reaches 200% of the ready capacity
+    target_utilization: float = 0.7  # container-concurrency-target-percentage: aim at 70% of the target
+    max_scale_down_rate: float = 2.0  # per decision: at least ready / 2
+    max_scale_up_rate: float = 1000.0  # per decision: at most 1000 x ready
+
+    def __post_init__(self) -> None:
+        if not 0 < self.panic_window_s <= self.stable_window_s:
+            raise ValueError(f"KpaParams.panic_window_s must be in (0, stable_window_s], got {self.panic_window_s}")
+        if not 0 < self.target_utilization <= 1:
+            raise ValueError(f"KpaParams.target_utilization must be in (0, 1], got {self.target_utilization}")
+        if self.max_scale_down_rate < 1 or self.max_scale_up_rate < 1:
+            raise ValueError("KpaParams.max_scale_down_rate and max_scale_up_rate must be >= 1")
 
 
 KPA = KpaParams()
 
 
 def kpa_policy(ctx: Any, params: KpaParams = KPA) -> tuple[int, dict[str, Any]]:
-    """Knative KPA on concurrency (target per replica: config.target_ongoing_requests).
+    """Knative KPA on concurrency (target per replica: config.target_ongoing_requests x 70%).
 
-    Stable: mean concurrency over 60 s / target. Panic: when the 6 s mean asks for
-    >= 2x the ready replicas, follow the 6 s window and never scale down, until a whole
-    stable window passes without the panic condition.
+    As Knative's `autoscaler.Scale` each 2 s tick: desired = ceil(mean concurrency / target)
+    over the 60 s stable window and over the 6 s panic window, each kept within
+    [floor(ready / max_scale_down_rate), ceil(ready * max_scale_up_rate)] (ready: ready
+    replicas, at least 1). Panic starts when the panic desired count reaches 2x the ready
+    replicas and ends one stable window after that last held; in panic the count is the
+    highest asked for since the panic began (never down). No scale-down before a whole
+    stable window of data. State: "kpa_history", "kpa_started_s", "kpa_panic_since",
+    "kpa_last_panic_signal", "kpa_max_panic_pods".
     """
     state = dict(ctx.policy_state)
-    now, target = ctx.current_time, ctx.config.target_ongoing_requests
+    now = ctx.current_time
+    target = ctx.config.target_ongoing_requests * params.target_utilization
     history = _window(state.get("kpa_history", []), now, params.stable_window_s)
     history.append([now, float(ctx.total_num_requests)])
     state["kpa_history"] = history
-    state.setdefault("kpa_started_s", now)
-    is_window_full = now - state["kpa_started_s"] >= params.stable_window_s
+    started = state.setdefault("kpa_started_s", now)
     panic_rows = _window(history, now, params.panic_window_s)
     stable = sum(r[1] for r in history) / len(history)
     panic = sum(r[1] for r in panic_rows) / len(panic_rows)
     ready = max(ctx.current_num_replicas, 1)
-    desired_stable, desired_panic = math.ceil(stable / target - 1e-9), math.ceil(panic / target - 1e-9)
-    if desired_panic / ready >= params.panic_threshold:
+    max_up = math.ceil(ready * params.max_scale_up_rate - 1e-9)
+    max_down = math.floor(ready / params.max_scale_down_rate + 1e-9)
+    want_stable, want_panic = math.ceil(stable / target - 1e-9), math.ceil(panic / target - 1e-9)
+    desired_stable = min(max(want_stable, max_down), max_up)
+    desired_panic = min(max(want_panic, max_down), max_up)
+    if want_panic / ready >= params.panic_threshold:
         state["kpa_panic_since"] = state.get("kpa_panic_since") or now
         state["kpa_last_panic_signal"] = now
-    elif state.get("kpa_panic_since") is not None and now - state["kpa_last_panic_signal"] >= params.stable_window_s:
-        state["kpa_panic_since"] = None
-    current = ctx.target_num_replicas
+    elif (state.get("kpa_panic_since") is not None
+          and now - state["kpa_last_panic_signal"] > params.stable_window_s):
+        state["kpa_panic_since"], state["kpa_max_panic_pods"] = None, 0
+    desired = desired_stable
     if state.get("kpa_panic_since") is not None:
-        desired = max(desired_panic, current)
-    else:
-        desired = desired_stable
-    desired = min(desired, math.ceil(ready * params.max_scale_up_rate))
-    desired = max(desired, math.floor(current / params.max_scale_down_rate))
-    if not is_window_full:  # no scale-down before a whole stable window of data
-        desired = max(desired, current)
+        desired = max(desired_stable, desired_panic, state.get("kpa_max_panic_pods", 0))
+        state["kpa_max_panic_pods"] = desired
+    if now - started < params.stable_window_s:  # no scale-down before a whole stable window of data
+        desired = max(desired, ctx.target_num_replicas)
     return clamp(ctx, desired), state
 
 

@@ -14,10 +14,15 @@ Each control period it estimates the replicas the load needs now, as the largest
 then
 - pre-warms: extrapolates that need one cold start ahead from its trend over
   `trend_window_s`, because a replica asked for now serves only after the cold start;
-- scales up at once, with `headroom`, counting starting replicas as capacity;
-- scales down only when the need (with headroom) stayed below the fleet for
-  `downscale_hold_s`, and then in one step to the highest need seen in that time
-  (hysteresis: few actions, no flapping on constant load).
+- scales up, with `headroom`, counting starting replicas as capacity, once the need has
+  stayed above the fleet for `upscale_hold_s` (a shorter burst drains before a cold
+  replica would arrive, so one replica at real rates is not doubled for a blip), at once
+  when the queue is long (`urgent_waiting_per_replica`), by at most `max_upscale_ratio`;
+- scales down only after `downscale_hold_s` without an action, to the highest smoothed
+  need of that time (with headroom and `downscale_utilization_ratio`), by at most
+  `max_downscale_ratio` per step: KV use per request grows as the fleet shrinks, so a
+  roomy fleet under-reads the need (hysteresis: few actions, no flapping on constant load);
+- keeps `min_action_interval_s` between actions (urgent upscales excepted).
 """
 
 from __future__ import annotations
@@ -37,12 +42,16 @@ class SloAwareParams:
     target_compute_utilization: float = 0.75
     target_kv_utilization: float = 0.75
     max_waiting_per_replica: float = 4.0
+    urgent_waiting_per_replica: float = 16.0  # a queue this long per ready replica skips the upscale hold
     downscale_utilization_ratio: float = 0.7  # scale down only to where utilisation stays 30% under target
-    max_downscale_ratio: float = 0.5  # at most halve the fleet per downscale
+    max_downscale_ratio: float = 0.75  # at most -25% per downscale: the need is under-read on a roomy fleet
+    max_upscale_ratio: float = 4.0  # at most this multiple of the fleet per upscale (+1 at least)
     headroom: float = 1.15
     smoothing_window_s: float = 10.0
     trend_window_s: float = 60.0
+    upscale_hold_s: float | None = None  # a need above the fleet must last this long; None: 2 smoothing windows
     downscale_hold_s: float = 300.0
+    min_action_interval_s: float | None = None  # minimum stay between actions (urgent ups excepted); None: trend window
     max_trend_ratio: float = 1.5  # pre-warm at most this multiple of the current need
 
     def __post_init__(self) -> None:
@@ -53,9 +62,26 @@ class SloAwareParams:
             raise ValueError(f"max_waiting_per_replica must be > 0, got {self.max_waiting_per_replica}")
         if self.headroom < 1:
             raise ValueError(f"headroom must be >= 1, got {self.headroom}")
-        for name in ("smoothing_window_s", "trend_window_s", "downscale_hold_s"):
-            if getattr(self, name) < 0:
+        if not self.urgent_waiting_per_replica >= self.max_waiting_per_replica:
+            raise ValueError(f"urgent_waiting_per_replica must be >= max_waiting_per_replica, "
+                             f"got {self.urgent_waiting_per_replica}")
+        if not 0 < self.downscale_utilization_ratio <= 1:
+            raise ValueError(f"downscale_utilization_ratio must be in (0, 1], got {self.downscale_utilization_ratio}")
+        for name in ("smoothing_window_s", "trend_window_s", "upscale_hold_s", "downscale_hold_s",
+                     "min_action_interval_s"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+    @property
+    def upscale_hold(self) -> float:
+        """Seconds a need above the fleet must last before a (non-urgent) upscale."""
+        return 2 * self.smoothing_window_s if self.upscale_hold_s is None else self.upscale_hold_s
+
+    @property
+    def min_action_interval(self) -> float:
+        """Seconds between two actions (urgent upscales excepted)."""
+        return self.trend_window_s if self.min_action_interval_s is None else self.min_action_interval_s
 
 
 SLO_AWARE = SloAwareParams()
@@ -89,36 +115,49 @@ def _slope_per_s(rows: list[list[float]]) -> float:
 
 
 def slo_aware_policy(ctx: Any, params: SloAwareParams = SLO_AWARE) -> tuple[int, dict[str, Any]]:
-    """The reference policy; see the module docstring."""
+    """The reference policy; see the module docstring.
+
+    State keys: "slo_history" ([time_s, need, smoothed need] rows), "slo_started_s",
+    "slo_above_since" (when the need first exceeded the fleet), "slo_last_action_s".
+    """
     state = dict(ctx.policy_state)
     now = ctx.current_time
+    started = state.setdefault("slo_started_s", now)
     keep = max(params.trend_window_s, params.downscale_hold_s, params.smoothing_window_s)
     history = [row for row in state.get("slo_history", []) if now - row[0] <= keep + 1e-9]
-    history.append([now, need_now(ctx, params)])
-    state["slo_history"] = history
-    recent = [r[1] for r in history if now - r[0] <= params.smoothing_window_s + 1e-9]
+    raw = need_now(ctx, params)
+    recent = [r[1] for r in history if now - r[0] <= params.smoothing_window_s + 1e-9] + [raw]
     need = sum(recent) / len(recent)
-    # pre-warm: where the need is heading one cold start from now
+    history.append([now, raw, need])
+    state["slo_history"] = history
+    # pre-warm: where the need is heading one cold start from now (once a whole trend window is seen)
     cold_start_s = getattr(ctx, "cold_start_s", 0.0) or 0.0
-    trend = [r for r in history if now - r[0] <= params.trend_window_s + 1e-9]
-    ahead = need + max(0.0, _slope_per_s(trend)) * cold_start_s
+    trend = [r[:2] for r in history if now - r[0] <= params.trend_window_s + 1e-9]
+    slope = _slope_per_s(trend) if now - started >= params.trend_window_s else 0.0
+    ahead = need + max(0.0, slope) * cold_start_s
     need_up = min(ahead, params.max_trend_ratio * need) * params.headroom
     current = ctx.target_num_replicas
+    last_action = state.get("slo_last_action_s")
+    since_action = now - (started if last_action is None else last_action)
     if math.ceil(need_up - 1e-9) > current:
-        state["slo_below_since"] = None
-        return clamp(ctx, need_up), state
-    # hysteresis: scale down only after the need stayed below the fleet for the whole hold
-    window = [r[1] for r in history if now - r[0] <= params.downscale_hold_s + 1e-9]
-    # utilisation rises faster than linearly as replicas go (longer batches, longer requests): be conservative
-    need_down = max(max(window) * params.headroom / params.downscale_utilization_ratio,
+        since_up = state["slo_above_since"] = state.get("slo_above_since") or now
+        waiting = sum(metric_values(ctx, "num_waiting_requests")) + ctx.total_queued_requests
+        is_urgent = waiting > params.urgent_waiting_per_replica * max(ctx.current_num_replicas, 1)
+        is_rested = last_action is None or since_action >= params.min_action_interval - 1e-9
+        if is_urgent or (now - since_up >= params.upscale_hold - 1e-9 and is_rested):
+            state["slo_above_since"], state["slo_last_action_s"] = None, now
+            return clamp(ctx, min(need_up, max(current + 1, current * params.max_upscale_ratio))), state
+        return clamp(ctx, current), state
+    state["slo_above_since"] = None
+    if since_action < params.downscale_hold_s - 1e-9:
+        return clamp(ctx, current), state
+    # hysteresis: scale down only when the smoothed need stayed below the fleet for the whole hold,
+    # to the highest need of the hold; utilisation rises faster than linearly as replicas go
+    # (longer batches, longer queues): keep `downscale_utilization_ratio` under the target
+    peak = max(r[2] for r in history if now - r[0] <= params.downscale_hold_s + 1e-9)
+    need_down = max(peak * params.headroom / params.downscale_utilization_ratio,
                     current * params.max_downscale_ratio)
     if math.ceil(need_down - 1e-9) < current:
-        since = state.get("slo_below_since")
-        if since is None:
-            state["slo_below_since"] = now
-        elif now - since >= params.downscale_hold_s:
-            state["slo_below_since"] = None
-            return clamp(ctx, need_down), state
-    else:
-        state["slo_below_since"] = None
+        state["slo_last_action_s"] = now
+        return clamp(ctx, need_down), state
     return clamp(ctx, current), state

@@ -12,7 +12,7 @@ import inferlab.policies.autoscale as autoscale_module
 import inferlab.policies.slo_aware as slo_module
 from inferlab.policies.autoscale import (AutoscalingConfig, AutoscalingContext, hpa_desired, hpa_policy,
                                          kpa_policy, make_oracle_policy, make_static_policy, ray_default_policy)
-from inferlab.policies.slo_aware import slo_aware_policy
+from inferlab.policies.slo_aware import SLO_AWARE, SloAwareParams, slo_aware_policy
 
 TARGET = 10.0
 POLICIES = {"hpa": hpa_policy, "ray": ray_default_policy, "kpa": kpa_policy, "slo": slo_aware_policy}
@@ -70,8 +70,8 @@ def test_hpa_scale_down_waits_for_stabilisation() -> None:
 
 def test_kpa_panics_on_a_burst_and_never_scales_down_in_panic() -> None:
     state: dict = {}
-    for t in range(0, 62, 2):  # a full stable window at the target load
-        n, state = kpa_policy(_ctx(float(t), 2, 2, 20.0, state))
+    for t in range(0, 62, 2):  # a full stable window at the target load (10 x 70% per replica)
+        n, state = kpa_policy(_ctx(float(t), 2, 2, 14.0, state))
     assert n == 2 and state.get("kpa_panic_since") is None
     n, state = kpa_policy(_ctx(62.0, 2, 2, 200.0, state))  # 6 s window now asks for far more than 2x
     assert state["kpa_panic_since"] == 62.0 and n >= 4
@@ -96,8 +96,8 @@ def test_scales_up_within_cold_start_plus_a_period_of_a_step(name: str) -> None:
     kv = lambda t, ready: {"kv_utilization": {i: step(t) / TARGET * 0.6 / max(ready, 1) for i in range(ready)},
                            "compute_utilization": {i: 0.0 for i in range(ready)}}
     trace = _drive(POLICIES[name], step, 600, metrics_at=kv)
-    # each one's own period: HPA sync, Ray's upscale delay, KPA's panic window, our control period
-    delay = {"hpa": 15.0, "ray": 30.0, "kpa": 6.0, "slo": 2.0}[name]
+    # each one's own period: HPA sync, Ray's upscale delay, KPA's panic window, our upscale hold
+    delay = {"hpa": 15.0, "ray": 30.0, "kpa": 6.0, "slo": SLO_AWARE.upscale_hold}[name]
     asked = min(t for t, n, _ in trace if n >= 6)
     assert asked <= 300 + delay + 2.0
     assert min(t for t, _, ready in trace if ready >= 6) <= 300 + 90 + delay + 2.0
@@ -110,6 +110,88 @@ def test_no_flapping_on_constant_load(name: str) -> None:
     trace = _drive(POLICIES[name], lambda t: 50.0, 3600, start=5, metrics_at=kv)
     changes = sum(1 for a, b in zip(trace, trace[1:]) if a[1] != b[1])
     assert changes <= 2
+
+
+def test_kpa_scale_to_target_with_70_percent_utilisation() -> None:
+    state: dict = {}
+    for t in range(0, 64, 2):  # 70 requests, target 10 x 70% = 7 per replica: 10 replicas
+        n, state = kpa_policy(_ctx(float(t), 10, 10, 70.0, state))
+    assert n == 10 and state.get("kpa_panic_since") is None
+
+
+def test_kpa_scale_down_at_most_halves_the_ready_replicas_per_decision() -> None:
+    state: dict = {}
+    for t in range(0, 62, 2):
+        n, state = kpa_policy(_ctx(float(t), 16, 16, 112.0, state))
+    assert n == 16  # 112 / (10 x 70%)
+    state["kpa_history"] = [[60.0, 0.0]]  # the stable window now sees no load
+    n, state = kpa_policy(_ctx(62.0, 16, 16, 0.0, state))
+    assert n == 8  # floor(16 / max_scale_down_rate), not 1
+    n, state = kpa_policy(_ctx(64.0, 8, 16, 0.0, state))
+    assert n == 8  # still 16 ready: the bound is relative to the ready replicas
+
+
+def test_kpa_no_scale_down_in_panic_and_unpanic_after_a_stable_window() -> None:
+    state: dict = {}
+    for t in range(0, 62, 2):
+        n, state = kpa_policy(_ctx(float(t), 2, 2, 14.0, state))
+    n, state = kpa_policy(_ctx(62.0, 2, 2, 400.0, state))  # the 6 s mean asks for >= 2 x 2 ready
+    peak = n
+    assert state["kpa_panic_since"] == 62.0 and peak > 4
+    t, target = 64.0, peak
+    while t <= 62.0 + 60.0:  # load gone, but panic holds the count for a stable window
+        target, state = kpa_policy(_ctx(t, target, 2, 0.0, state))
+        assert target == peak
+        t += 2.0
+    while t <= 68.0 + 60.0:  # the 6 s window held the burst until t=68: panic until a stable window later
+        target, state = kpa_policy(_ctx(t, target, target, 0.0, state))
+        assert target == peak and state["kpa_panic_since"] == 62.0
+        t += 2.0
+    target, state = kpa_policy(_ctx(t, target, target, 0.0, state))
+    assert state["kpa_panic_since"] is None and target == peak // 2  # then down, at most halving
+
+
+def test_kpa_action_rate_is_sane_on_a_slow_ramp() -> None:
+    ramp = lambda t: 20.0 + 60.0 * t / 3600.0  # 2 to 8 replicas' worth over an hour
+    trace = _drive(kpa_policy, ramp, 3600, start=3)
+    changes = sum(1 for a, b in zip(trace, trace[1:]) if a[1] != b[1])
+    assert 3 <= changes <= 20
+
+
+def test_slo_ignores_a_blip_shorter_than_its_upscale_hold() -> None:
+    # one replica at real rates: a 10 s burst drains long before a cold replica would serve
+    kv = lambda t, ready: {"kv_utilization": {i: (0.9 if 100 <= t < 110 else 0.1) / max(ready, 1)
+                                              for i in range(ready)},
+                           "compute_utilization": {i: 0.0 for i in range(ready)},
+                           "num_waiting_requests": {i: 2.0 for i in range(ready)}}
+    trace = _drive(slo_aware_policy, lambda t: 5.0, 600, start=1, metrics_at=kv)
+    assert {n for _, n, _ in trace} == {1}
+
+
+def test_slo_scales_up_at_once_on_a_long_queue() -> None:
+    queue = lambda t, ready: {"kv_utilization": {i: 0.5 for i in range(ready)},
+                              "compute_utilization": {i: 1.0 for i in range(ready)},
+                              "num_waiting_requests": {i: 0.0 if t < 100 else 40.0 for i in range(ready)}}
+    trace = _drive(slo_aware_policy, lambda t: 30.0, 200, start=2, metrics_at=queue)
+    assert min(t for t, n, _ in trace if n > 2) <= 100 + 2.0
+
+
+def test_slo_rests_between_actions() -> None:
+    # a load that swings every 30 s: at most one non-urgent action per min_action_interval
+    swing = lambda t, ready: {"kv_utilization": {i: (4.0 if (t // 30) % 2 else 1.0) / max(ready, 1)
+                                                 for i in range(ready)},
+                              "compute_utilization": {i: 0.0 for i in range(ready)}}
+    trace = _drive(slo_aware_policy, lambda t: 0.0, 1800, start=2, metrics_at=swing)
+    times = [b[0] for a, b in zip(trace, trace[1:]) if a[1] != b[1]]
+    assert times and all(b - a >= SLO_AWARE.min_action_interval - 1e-9 for a, b in zip(times, times[1:]))
+
+
+def test_slo_params_validation_names_the_field() -> None:
+    with pytest.raises(ValueError, match="upscale_hold_s"):
+        SloAwareParams(upscale_hold_s=-1.0)
+    with pytest.raises(ValueError, match="urgent_waiting_per_replica"):
+        SloAwareParams(urgent_waiting_per_replica=1.0)
+    assert SloAwareParams(smoothing_window_s=3.0).upscale_hold == 6.0
 
 
 def test_static_and_oracle() -> None:
