@@ -52,18 +52,25 @@ def test_committed_release_matches_nbgrader_output(graded):
 
 
 def _hidden_lines(lab: str) -> list[str]:
+    """Lines that occur only inside hidden-test blocks (setup lines shared with visible code reveal nothing)."""
     nb = nbformat.read(REPO / "solutions" / lab / f"{lab}.ipynb", as_version=4)
-    lines = []
+    pattern = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+    hidden, visible = [], set()
     for cell in nb.cells:
-        for block in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", cell.source, re.S):
-            lines += [ln.strip() for ln in block.splitlines() if len(ln.strip()) > 25 and "import" not in ln]
-    return lines
+        for block in pattern.findall(cell.source):
+            hidden += [ln.strip() for ln in block.splitlines() if len(ln.strip()) > 25 and "import" not in ln]
+        visible |= {ln.strip() for ln in pattern.sub("", cell.source).splitlines()}
+    return [ln for ln in hidden if ln not in visible]
 
 
 def test_hidden_tests_appear_nowhere_learners_look(graded):
     hidden = _hidden_lines(graded.lab)
     assert hidden, "this lab has no hidden tests"
-    released = "\n".join(p.read_text() for p in (REPO / "labs" / graded.lab).rglob("*") if p.is_file())
+    released = "\n".join(
+        "\n".join(c.source for c in nbformat.read(p, as_version=4).cells) if p.suffix == ".ipynb" else p.read_text()
+        for p in (REPO / "labs" / graded.lab).rglob("*")
+        if p.is_file()
+    )
     feedback = "\n".join(p.read_text() for p in (graded.course / "feedback").rglob("*.html"))
     assert feedback, "no feedback was generated"
     for line in hidden:
