@@ -71,9 +71,22 @@ def test_hidden_tests_appear_nowhere_learners_look(graded):
         for p in (REPO / "labs" / graded.lab).rglob("*")
         if p.is_file()
     )
-    feedback = "\n".join(p.read_text() for p in (graded.course / "feedback").rglob("*.html"))
-    assert feedback, "no feedback was generated"
+    pages = [p.read_text() for p in (graded.course / "feedback").rglob("*.html")]
+    assert pages, "no feedback was generated"
+    # Feedback HTML is syntax-highlighted: drop tags and entities to compare plain text.
+    feedback = html.unescape(re.sub(r"<[^>]+>", "", "\n".join(pages)))
+    visible_test_line = _visible_test_line(graded.lab)
+    assert visible_test_line in feedback, "positive control: a visible test line must be found in feedback"
     for line in hidden:
-        for form in (line, html.escape(line), html.escape(line, quote=False)):
-            assert form not in released, f"hidden test line released: {line}"
-            assert form not in feedback, f"hidden test line in feedback: {line}"
+        assert line not in released, f"hidden test line released: {line}"
+        assert line not in feedback, f"hidden test line in feedback: {line}"
+
+
+def _visible_test_line(lab: str) -> str:
+    nb = nbformat.read(REPO / "labs" / lab / f"{lab}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            for line in cell.source.splitlines():
+                if line.startswith("assert") and len(line) > 25:
+                    return line.strip()
+    raise AssertionError(f"{lab}: no visible assert in any test cell")
