@@ -24,7 +24,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from inferlab.policies.slo_aware import SloAwareParams, slo_aware_policy
 
@@ -153,9 +153,16 @@ async def _replay(handle: Any, trace: list[tuple[float, int, int]], result: Demo
     await asyncio.gather(watch(), *(one(*r) for r in trace))
 
 
-def run_demo(policy: str = "inferlab.deploy.ray_serve:demo_policy", max_replicas: int = 3, tail_s: float = 60.0,
-             trace: list[tuple[float, int, int]] | None = None) -> DemoResult:
-    """Local Ray + Serve, one engine deployment autoscaled by `policy`, a replayed trace, then shutdown."""
+def run_demo(policy: "str | Callable[[Any], tuple[int, dict[str, Any]]]" = "inferlab.deploy.ray_serve:demo_policy",
+             max_replicas: int = 3, tail_s: float = 60.0, trace: list[tuple[float, int, int]] | None = None,
+             address: str | None = None) -> DemoResult:
+    """Ray + Serve, one engine deployment autoscaled by `policy`, a replayed trace, then shutdown.
+
+    Args:
+        policy: a `module:function` path or a function object (pickled by value by Ray).
+        address: a running Ray cluster to join (`ray start --head` / `--address`); default the
+            RAY_ADDRESS environment variable, else a local 2-CPU Ray in the build folder.
+    """
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
     os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
@@ -167,8 +174,12 @@ def run_demo(policy: str = "inferlab.deploy.ray_serve:demo_policy", max_replicas
 
     temp_dir = build_dir() / "ray"
     temp_dir.mkdir(parents=True, exist_ok=True)
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp_dir), log_to_driver=False,
-             configure_logging=False)
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:  # joining a cluster: its resources and temp dir are the cluster's own
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp_dir), log_to_driver=False,
+                 configure_logging=False)
     try:
         with warnings.catch_warnings():  # metrics_interval_s is deprecated, but look_back_period_s must exceed it
             warnings.simplefilter("ignore", DeprecationWarning)
