@@ -155,8 +155,9 @@ def slo_aware_policy(ctx: Any, params: SloAwareParams = SLO_AWARE) -> tuple[int,
     # to the highest need of the hold; utilisation rises faster than linearly as replicas go
     # (longer batches, longer queues): keep `downscale_utilization_ratio` under the target
     peak = max(r[2] for r in history if now - r[0] <= params.downscale_hold_s + 1e-9)
+    # the step cap always allows one replica down: ceil(3 * 0.75) would pin a small fleet at 3 forever
     need_down = max(peak * params.headroom / params.downscale_utilization_ratio,
-                    current * params.max_downscale_ratio)
+                    min(current - 1, current * params.max_downscale_ratio))
     if math.ceil(need_down - 1e-9) < current:
         state["slo_last_action_s"] = now
         return clamp(ctx, need_down), state

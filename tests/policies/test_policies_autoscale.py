@@ -186,6 +186,15 @@ def test_slo_rests_between_actions() -> None:
     assert times and all(b - a >= SLO_AWARE.min_action_interval - 1e-9 for a, b in zip(times, times[1:]))
 
 
+def test_slo_scales_a_small_idle_fleet_all_the_way_down() -> None:
+    # the per-step downscale cap must still allow one replica down (ceil(3 * 0.75) == 3)
+    idle = lambda t, ready: {"kv_utilization": {i: 0.0 for i in range(ready)},
+                             "compute_utilization": {i: 0.0 for i in range(ready)},
+                             "num_waiting_requests": {i: 0.0 for i in range(ready)}}
+    trace = _drive(slo_aware_policy, lambda t: 0.0, 3000, start=3, metrics_at=idle)
+    assert trace[-1][1] == 1, [n for _, n, _ in trace[::60]]
+
+
 def test_slo_params_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="upscale_hold_s"):
         SloAwareParams(upscale_hold_s=-1.0)
