@@ -24,7 +24,7 @@ import torch
 
 from inferlab.model.llama import KVCache, LlamaForCausalLM, rope_cos_sin
 from inferlab.parallel.comm import CommRecorder
-from inferlab.parallel.shard import partition_layers
+from inferlab.parallel.shard import balanced_ranges, partition_layers
 
 
 def bubble_fraction(num_stages: int, num_microbatches: int, convention: str = "total") -> float:
@@ -93,15 +93,7 @@ def simulate_gpipe(num_stages: int, num_microbatches: int, stage_time_s: float |
 
 def split_microbatches(batch_size: int, num_microbatches: int) -> list[range]:
     """Contiguous sequence ranges, one per micro-batch (earlier ones take the remainder)."""
-    if not 1 <= num_microbatches <= batch_size:
-        raise ValueError(f"num_microbatches must be in [1, batch_size={batch_size}], got {num_microbatches}")
-    base, extra = divmod(batch_size, num_microbatches)
-    out, start = [], 0
-    for j in range(num_microbatches):
-        size = base + (1 if j < extra else 0)
-        out.append(range(start, start + size))
-        start += size
-    return out
+    return balanced_ranges(batch_size, num_microbatches, "num_microbatches", "batch_size")
 
 
 class PipelineStage:

@@ -67,17 +67,23 @@ def tp_shard(state_dict: dict[str, torch.Tensor], config: LlamaConfig, rank: int
     return out
 
 
-def partition_layers(num_layers: int, num_stages: int) -> list[range]:
-    """Contiguous, balanced layer ranges per pipeline stage (earlier stages take the remainder)."""
-    if not 1 <= num_stages <= num_layers:
-        raise ValueError(f"num_stages must be in [1, num_layers={num_layers}], got {num_stages}")
-    base, extra = divmod(num_layers, num_stages)
+def balanced_ranges(total: int, num_parts: int, parts_name: str = "num_parts", total_name: str = "total") -> list[range]:
+    """Split range(total) into `num_parts` contiguous ranges whose sizes differ by at most one
+    (earlier parts take the remainder); the error names the caller's fields."""
+    if not 1 <= num_parts <= total:
+        raise ValueError(f"{parts_name} must be in [1, {total_name}={total}], got {num_parts}")
+    base, extra = divmod(total, num_parts)
     ranges, start = [], 0
-    for s in range(num_stages):
-        size = base + (1 if s < extra else 0)
+    for part in range(num_parts):
+        size = base + (1 if part < extra else 0)
         ranges.append(range(start, start + size))
         start += size
     return ranges
+
+
+def partition_layers(num_layers: int, num_stages: int) -> list[range]:
+    """Contiguous, balanced layer ranges per pipeline stage (earlier stages take the remainder)."""
+    return balanced_ranges(num_layers, num_stages, "num_stages", "num_layers")
 
 
 def pp_shard(state_dict: dict[str, torch.Tensor], config: LlamaConfig, stage: int, num_stages: int
