@@ -199,8 +199,10 @@ def main(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     fn, args = resolve(ns.target), [json.loads(a) for a in ns.args]
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        print(json.dumps({"rank": int(os.environ["RANK"]), "result": run_from_env(fn, *args, timeout_s=ns.timeout_s)},
-                         default=str))
+        line = json.dumps({"rank": int(os.environ["RANK"]), "result": run_from_env(fn, *args, timeout_s=ns.timeout_s)},
+                          default=str)
+        # ranks share one stdout pipe: one write() per line, so two ranks' lines cannot interleave
+        os.write(sys.stdout.fileno(), (line + "\n").encode())
     else:
         for rank, result in enumerate(launch(fn, ns.nproc, *args, timeout_s=ns.timeout_s)):
             print(json.dumps({"rank": rank, "result": result}, default=str))
