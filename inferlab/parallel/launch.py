@@ -23,6 +23,7 @@ import argparse
 import importlib
 import json
 import os
+import sys
 import pickle
 import socket
 import tempfile
