@@ -1,7 +1,8 @@
 """Discrete-event, iteration-level simulator of an LLM serving fleet.
 
 `steptime` (how long one engine step takes) -> `replica` (continuous batching on one
-replica) -> `cluster` (routing, autoscaling, cold starts, spot capacity, costs) ->
+replica) -> `cluster` (the event loop: routing, autoscaling, cold starts, spot
+capacity) over `fleet` (its settings, replica lifecycle, result and bill) ->
 `oracle` (the 5-minute reference) and `main` (`inferlab simulate`); `queueing` holds
 the closed-form formulas the simulator is checked against.
 """

@@ -16,7 +16,9 @@ autoscaler and the router are plain functions from `inferlab.policies`.
   requests are re-routed and start over (nothing is lost). Their arrival time stays.
 - Requests queue at the cluster when no replica can take them (none ready, or every
   replica has `max_ongoing_requests`, Ray Serve's per-replica limit).
-Costs = GPU-hours x price, per pool.
+Costs = GPU-hours x price, per pool. The settings (`ClusterConfig`), a replica's
+lifecycle (`Node`), the result (`SimResult`) and the bill live in `sim/fleet.py`;
+they are re-exported here.
 """
 
 from __future__ import annotations
@@ -25,93 +27,20 @@ import heapq
 import math
 import random
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from inferlab.metrics import RequestRecord
-from inferlab.policies.autoscale import AutoscalingConfig, AutoscalingContext, Policy
+from inferlab.policies.autoscale import AutoscalingContext, Policy
 from inferlab.policies.route import RouteContext, Router, least_outstanding
 from inferlab.policies.spot import SpotContext, SpotPolicy
-from inferlab.sim.replica import Replica, ReplicaConfig, SimRequest
+from inferlab.sim.fleet import DRAINING, POOLS, RUNNING, STARTING, ClusterConfig, Node, SimResult, bill_nodes
+from inferlab.sim.replica import Replica, SimRequest
 from inferlab.sim.steptime import StepTimeModel
 from inferlab.traces import TraceRequest
 
-STARTING, RUNNING, DRAINING, STOPPED = "starting", "running", "draining", "stopped"
-POOLS = ("on_demand", "spot")
+__all__ = ["Cluster", "ClusterConfig", "SimResult", "simulate"]
+
 MAX_DRAIN_S = 7 * 24 * 3600.0  # give up when the fleet cannot finish the trace within a week
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    """Fleet settings. Prices are per GPU-hour; each replica uses `num_gpus_per_replica` GPUs."""
-
-    autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
-    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
-    cold_start_s: float = 90.0
-    control_period_s: float = 2.0
-    num_gpus_per_replica: int = 1
-    on_demand_usd_per_gpu_hour: float = 2.49
-    spot_usd_per_gpu_hour: float = 0.87
-    spot_fraction: float = 0.0
-    spot_notice_s: float = 30.0
-    spot_mean_lifetime_s: float = 3600.0
-    max_ongoing_requests: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        checks = {"cold_start_s": self.cold_start_s >= 0, "control_period_s": self.control_period_s > 0,
-                  "num_gpus_per_replica": self.num_gpus_per_replica >= 1,
-                  "on_demand_usd_per_gpu_hour": self.on_demand_usd_per_gpu_hour >= 0,
-                  "spot_usd_per_gpu_hour": self.spot_usd_per_gpu_hour >= 0,
-                  "spot_fraction": 0 <= self.spot_fraction <= 1, "spot_notice_s": self.spot_notice_s >= 0,
-                  "spot_mean_lifetime_s": self.spot_mean_lifetime_s > 0,
-                  "max_ongoing_requests": self.max_ongoing_requests is None or self.max_ongoing_requests >= 1}
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"ClusterConfig.{name} is out of range: {getattr(self, name)!r}")
-
-
-class _Node:
-    """A replica with its pool, lifecycle state and billing times."""
-
-    __slots__ = ("replica", "pool", "state", "launch_s", "stop_s", "last_finish_s", "is_preempted",
-                 "sample_s", "sample_budget_busy_s")
-
-    def __init__(self, replica: Replica, pool: str, launch_s: float) -> None:
-        self.replica, self.pool, self.state = replica, pool, STARTING
-        self.launch_s, self.stop_s, self.last_finish_s = launch_s, math.nan, launch_s
-        self.is_preempted = False
-        self.sample_s, self.sample_budget_busy_s = launch_s, 0.0
-
-    def compute_utilization(self, now: float) -> float:
-        """Share of the token budget used since the last call, time-weighted (0-1)."""
-        busy = self.replica.budget_busy_s
-        span = now - self.sample_s
-        value = (busy - self.sample_budget_busy_s) / span if span > 0 else 0.0
-        self.sample_s, self.sample_budget_busy_s = now, busy
-        return min(1.0, value)
-
-
-@dataclass
-class SimResult:
-    """What a simulation produced; `timeline` rows: time_s, target, per pool/state counts."""
-
-    records: list[RequestRecord]
-    timeline: list[dict[str, float]]
-    gpu_hours: dict[str, float]
-    cost_usd: float
-    num_scale_actions: int
-    num_preemptions: int
-    num_requeued: int
-    end_time_s: float
-
-    @property
-    def total_gpu_hours(self) -> float:
-        return sum(self.gpu_hours.values())
-
-    @property
-    def scale_actions_per_hour(self) -> float:
-        return self.num_scale_actions / (self.end_time_s / 3600.0) if self.end_time_s > 0 else 0.0
 
 
 class Cluster:
@@ -124,7 +53,7 @@ class Cluster:
         self.spot_state: dict[str, Any] = {}
         self.notice_times: list[float] = []
         self.rng = random.Random(config.seed)
-        self.nodes: list[_Node] = []
+        self.nodes: list[Node] = []
         self.events: list[tuple[float, int, str, Any]] = []
         self.pending: deque[SimRequest] = deque()
         self.done: list[tuple[SimRequest, float]] = []
@@ -142,10 +71,10 @@ class Cluster:
         self._seq += 1
         heapq.heappush(self.events, (time_s, self._seq, kind, payload))
 
-    def _running(self) -> list[_Node]:
+    def _running(self) -> list[Node]:
         return [n for n in self.nodes if n.state == RUNNING]
 
-    def _on_finish(self, node: _Node, request: SimRequest, time_s: float) -> None:
+    def _on_finish(self, node: Node, request: SimRequest, time_s: float) -> None:
         self.done.append((request, time_s))
         node.last_finish_s = time_s
         limit = self.config.max_ongoing_requests
@@ -153,16 +82,13 @@ class Cluster:
             node.replica.add(self.pending.popleft())
 
     def _launch(self, now: float, pool: str) -> None:
-        node = _Node(None, pool, now)  # type: ignore[arg-type]
+        node = Node(None, pool, now)  # type: ignore[arg-type]
         node.replica = Replica(len(self.nodes), self.model, self.config.replica, now,
                                lambda r, t, n=node: self._on_finish(n, r, t))
         self.nodes.append(node)
         self._push(now + self.config.cold_start_s, "ready", node)
         if pool == "spot":
             self._push(now + self.rng.expovariate(1.0 / self.config.spot_mean_lifetime_s), "notice", node)
-
-    def _stop(self, node: _Node, time_s: float) -> None:
-        node.state, node.stop_s = STOPPED, max(time_s, node.launch_s)
 
     # ------------------------------------------------------------------ routing
     def _advance_running(self, now: float) -> None:
@@ -223,7 +149,7 @@ class Cluster:
                 num_spot += want_spot
         starting = sorted((n for n in active if n.state == STARTING), key=lambda n: -n.launch_s)
         for node in starting[:max(surplus, 0)]:
-            self._stop(node, now)
+            node.stop(now)
         surplus -= min(len(starting), max(surplus, 0))
         running = sorted((n for n in active if n.state == RUNNING), key=lambda n: n.replica.num_outstanding)
         for node in running[:max(surplus, 0)]:
@@ -248,7 +174,7 @@ class Cluster:
             if node.state == DRAINING:
                 node.replica.advance(now)
                 if node.replica.num_outstanding == 0 and not node.is_preempted:
-                    self._stop(node, node.last_finish_s)
+                    node.stop(node.last_finish_s)
         self._advance_running(now)
         running = self._running()
         cfg = self.config.autoscaling
@@ -284,7 +210,7 @@ class Cluster:
         self.timeline.append(row)
 
     # ------------------------------------------------------------------ events
-    def _handle(self, now: float, kind: str, node: _Node) -> None:
+    def _handle(self, now: float, kind: str, node: Node) -> None:
         if kind == "ready" and node.state == STARTING and not node.is_preempted:
             node.state = RUNNING
             node.replica.now_s = node.sample_s = now
@@ -294,7 +220,7 @@ class Cluster:
             self.num_preemptions += 1
             self.notice_times.append(now)
             if node.state == STARTING:
-                self._stop(node, now)
+                node.stop(now)
             else:
                 node.state = DRAINING
                 self._requeue(list(node.replica.waiting), now)
@@ -303,7 +229,7 @@ class Cluster:
             self._reconcile(now)
         elif kind == "preempt" and node.state == DRAINING:
             node.replica.advance(now)
-            self._stop(node, now)
+            node.stop(now)
             self._requeue(node.replica.evict_all(), now)
 
     def run(self, trace: Sequence[TraceRequest]) -> SimResult:
@@ -340,12 +266,7 @@ class Cluster:
         records = [RequestRecord(r.arrival_time_s, r.first_token_time_s, t, r.num_prompt_tokens, r.num_output_tokens)
                    for r, t in sorted(self.done, key=lambda d: d[0].index)]
         end = max([t for _, t in self.done] + [trace[-1].arrival_time_s if trace else 0.0])
-        gpu_hours = dict.fromkeys(POOLS, 0.0)
-        for node in self.nodes:
-            stop = node.stop_s if node.state == STOPPED else end
-            gpu_hours[node.pool] += max(0.0, stop - max(node.launch_s, 0.0)) * self.config.num_gpus_per_replica / 3600
-        cost = (gpu_hours["on_demand"] * self.config.on_demand_usd_per_gpu_hour
-                + gpu_hours["spot"] * self.config.spot_usd_per_gpu_hour)
+        gpu_hours, cost = bill_nodes(self.nodes, end, self.config)
         return SimResult(records, self.timeline, gpu_hours, cost, self.num_scale_actions, self.num_preemptions,
                          self.num_requeued, end)
 
