@@ -7,8 +7,9 @@ heavy steps, and writes them as JSON. `inferlab.sim.steptime.load_profile` fits 
 simulator's linear step-time model to that file.
 
 Profile format: {"model", "device", "num_threads", "num_kv_tokens", "max_num_seqs",
-"max_num_batched_tokens", "block_size", "fit": {coefficients}, "steps": [{num_prefill_tokens,
-num_decode_seqs, num_kv_tokens, step_time_s}, ...]}.
+"max_num_batched_tokens", "block_size", "decode_group_size", "fit": {coefficients},
+"steps": [{num_prefill_tokens, num_decode_seqs, num_kv_tokens, num_decode_kv_slots,
+step_time_s}, ...]}.
 
 Also home of `replay`, which feeds a trace to the engine honouring arrival times (used
 by `inferlab bench sim-fidelity`).
@@ -29,7 +30,8 @@ import torch
 from inferlab.engine import EngineConfig, LLMEngine, SamplingParams
 from inferlab.metrics import RequestRecord
 from inferlab.paths import build_dir
-from inferlab.sim.steptime import StepTimeModel, fit_linear
+from inferlab.engine.runner import DECODE_GROUP_SIZE
+from inferlab.sim.steptime import DecodePadding, StepTimeModel, fit_linear
 from inferlab.traces import TraceRequest, poisson_arrivals
 
 DEFAULT_BATCH_SIZES = (1, 4, 16, 48, 96)
@@ -40,6 +42,11 @@ def engine_config(max_num_seqs: int = 128, max_num_batched_tokens: int = 1024, n
     """The engine settings profiled and replayed (prefix caching off: random prompts share nothing)."""
     return EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                         num_kv_blocks=num_kv_blocks, block_size=block_size, enable_prefix_caching=False)
+
+
+def engine_padding(config: EngineConfig) -> DecodePadding:
+    """How the engine's decode attention pads (the calibrated step-time model prices it)."""
+    return DecodePadding(DECODE_GROUP_SIZE, config.block_size)
 
 
 def load_engine_model(preset: str = "tiny"):
@@ -95,7 +102,8 @@ def profile_engine(model, config: EngineConfig, batch_sizes: Sequence[int], max_
         engine = LLMEngine(model, config)
         replay(engine, trace, seed)
         steps += [{"num_prefill_tokens": s.num_prefill_tokens, "num_decode_seqs": s.num_decode_seqs,
-                   "num_kv_tokens": s.num_kv_tokens, "step_time_s": s.step_time_s}
+                   "num_kv_tokens": s.num_kv_tokens, "num_decode_kv_slots": s.num_decode_kv_slots,
+                   "step_time_s": s.step_time_s}
                   for s in engine.step_records if s.num_prefill_tokens + s.num_decode_seqs > 0]
     return steps
 
@@ -103,7 +111,8 @@ def profile_engine(model, config: EngineConfig, batch_sizes: Sequence[int], max_
 def fit_report(model: StepTimeModel, steps: Sequence[dict[str, float]]) -> dict[str, float]:
     """How well the linear model predicts the profiled steps: R^2 and mean relative error."""
     y = np.array([s["step_time_s"] for s in steps])
-    pred = np.array([model.step_s(s["num_prefill_tokens"], s["num_decode_seqs"], s["num_kv_tokens"]) for s in steps])
+    kv_field = "num_kv_tokens" if model.decode_padding is None else "num_decode_kv_slots"
+    pred = np.array([model.step_s(s["num_prefill_tokens"], s["num_decode_seqs"], s[kv_field]) for s in steps])
     r2 = 1 - float(np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
     return {"r2": r2, "mean_rel_error": float(np.mean(np.abs(pred - y) / y)),
             "total_rel_error": float(abs(pred.sum() - y.sum()) / y.sum())}
@@ -114,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--out", default=None, help="profile JSON (default build/profiles/<preset>.json)")
     p.add_argument("--batch-sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)))
+    p.add_argument("--online-rates", default="5,15,25", help="request rates (req/s) of the online runs")
     p.add_argument("--max-prompt-tokens", type=int, default=384)
     p.add_argument("--max-output-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=1, help="torch threads (fixed: step times depend on it)")
@@ -125,10 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     if not sizes or min(sizes) < 1:
         print("inferlab profile: error: --batch-sizes must be positive integers", file=sys.stderr)
         return 2
+    try:
+        rates = tuple(float(x) for x in args.online_rates.split(",") if x)
+    except ValueError:
+        rates = ()
+    if not rates or min(rates) <= 0:
+        print("inferlab profile: error: --online-rates must be positive numbers", file=sys.stderr)
+        return 2
     model = load_engine_model(args.preset)
     started = time.perf_counter()
-    steps = profile_engine(model, config, sizes, args.max_prompt_tokens, args.max_output_tokens, args.seed)
-    fitted = fit_linear(steps, config.num_kv_slots, name=f"calibrated:{args.preset}")
+    steps = profile_engine(model, config, sizes, args.max_prompt_tokens, args.max_output_tokens, args.seed,
+                           online_rates_rps=rates)
+    fitted = fit_linear(steps, config.num_kv_slots, name=f"calibrated:{args.preset}",
+                        decode_padding=engine_padding(config))
     report = fit_report(fitted, steps)
     out = Path(args.out) if args.out else build_dir() / "profiles" / f"{args.preset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -136,11 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     data = {"model": args.preset, "device": str(next(model.parameters()).device), "num_threads": args.threads,
             "num_kv_tokens": config.num_kv_slots, "max_num_seqs": config.max_num_seqs,
             "max_num_batched_tokens": config.max_num_batched_tokens, "block_size": config.block_size,
+            "decode_group_size": DECODE_GROUP_SIZE,
             "fit": vars(roof) | report, "steps": steps}
     out.write_text(json.dumps(data))
     print(f"{len(steps)} steps in {time.perf_counter() - started:.1f} s -> {out}")
     print(f"step_time_s = {roof.const_s:.3e} + {roof.s_per_prefill_token:.3e} * prefill_tokens + "
-          f"{roof.s_per_decode_seq:.3e} * decode_seqs + {roof.s_per_kv_token:.3e} * kv_tokens")
+          f"{roof.s_per_decode_seq:.3e} * decode_seqs + {roof.s_per_kv_token:.3e} * decode_kv_slots")
     print(json.dumps({"path": str(out), "num_steps": len(steps), **vars(roof), **report}))
     return 0
 

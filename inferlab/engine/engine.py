@@ -32,7 +32,9 @@ class StepRecord:
     """What one engine step did and how long it took (input for `inferlab profile` and the simulator).
 
     num_kv_tokens: tokens whose K/V are stored after the step (all running requests);
-    num_kv_blocks_used: blocks owned by running requests after the step.
+    num_kv_blocks_used: blocks owned by running requests after the step;
+    num_decode_kv_slots: K/V slots the step's decode attention read, padding included
+    (`runner.decode_kv_slots`).
     """
 
     start_time_s: float
@@ -44,6 +46,7 @@ class StepRecord:
     num_kv_blocks_used: int
     num_running_seqs: int
     num_preempted: int
+    num_decode_kv_slots: int = 0
 
 
 class LLMEngine:
@@ -211,7 +214,8 @@ class LLMEngine:
             num_prefill_tokens=sum(c.num_tokens for c in plan.chunks if c.is_prefill),
             num_prefill_seqs=len(plan.chunks) - decode, num_decode_seqs=decode,
             num_kv_tokens=_num_stored_tokens(running, self.config.block_size), num_kv_blocks_used=len(blocks),
-            num_running_seqs=len(running), num_preempted=len(plan.preempted)))
+            num_running_seqs=len(running), num_preempted=len(plan.preempted),
+            num_decode_kv_slots=self.runner.last_decode_kv_slots))
 
     # ---- offline use ----------------------------------------------------------------------
     def run_until_done(self) -> None:

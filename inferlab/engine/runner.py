@@ -13,10 +13,30 @@ import torch
 import torch.nn.functional as F
 
 from inferlab.engine.config import EngineConfig
+from inferlab.engine.host_memory import steady_malloc
 from inferlab.engine.kv_cache import KVBlockPool
 from inferlab.engine.request import Request
 from inferlab.engine.scheduler import ScheduledChunk
 from inferlab.model.llama import LlamaForCausalLM, attend, rope_cos_sin
+
+
+DECODE_GROUP_SIZE = 32  # decode rows per attention call; each group is padded to its longest context
+
+
+def decode_kv_slots(context_lens: list[int], block_size: int, group_size: int = DECODE_GROUP_SIZE) -> int:
+    """K/V slots a decode step's attention reads, padding included.
+
+    Sequences are sorted by context length and grouped `group_size` at a time; each group
+    reads, for every row, the blocks of its longest context (`_decode_groups`). This, not
+    the sum of context lengths, is what decode attention costs in this runner (the
+    simulator's calibrated step-time model uses it: `inferlab.sim.steptime.DecodePadding`).
+    """
+    ordered = sorted(context_lens)
+    total = 0
+    for g in range(0, len(ordered), group_size):
+        part = ordered[g:g + group_size]
+        total += len(part) * (-(-part[-1] // block_size) * block_size)
+    return total
 
 
 def _gather(pool: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
@@ -50,9 +70,12 @@ class ModelRunner:
         self.model, self.config = model, config
         mc = model.config
         self.device = model.device
+        if self.device.type == "cpu":
+            steady_malloc()  # step times stable from run to run (see host_memory.py)
         self.pool = KVBlockPool(mc.num_hidden_layers, config.num_kv_blocks, config.block_size,
                                 mc.num_key_value_heads, mc.head_dim, self.device, config.torch_dtype)
         self._generators: dict[str, torch.Generator] = {}
+        self.last_decode_kv_slots = 0  # K/V slots the last step's decode attention read (padding included)
 
     def _slots(self, table: list[int], start: int, stop: int) -> list[int]:
         bs = self.config.block_size
@@ -87,6 +110,7 @@ class ModelRunner:
         last_idx = torch.tensor([o + (stop - start) - 1 for _, o, start, stop in sorted(decodes + prefills)],
                                 device=dev)
         groups = self._decode_groups(chunks, decodes) if decodes else []
+        self.last_decode_kv_slots = decode_kv_slots([d[3] for d in decodes], bs)
         cos, sin = rope_cos_sin(pos_t, mc.head_dim, mc.rope_theta)
         cos, sin = cos[None, None], sin[None, None]
         x = self.model.model.embed_tokens(ids_t)[None]  # [1, N, H]
@@ -120,7 +144,7 @@ class ModelRunner:
         return self.model.lm_head(h).float()
 
     def _decode_groups(self, chunks: list[ScheduledChunk], decodes: list[tuple[int, int, int, int]],
-                       max_group: int = 32) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+                       max_group: int = DECODE_GROUP_SIZE) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Decode rows grouped by context length, so padding each group to its longest stays small.
 
         Returns (rows in the flat batch, block tables [b, max_blocks], mask [b, max_blocks*B]) per group.

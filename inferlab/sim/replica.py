@@ -10,7 +10,12 @@ scheduler at iteration level:
   (`max_num_batched_tokens`) goes to prompt chunks, FCFS (chunked prefill); a request
   whose last prompt chunk ran gets its first token at the end of that step;
 - between events the replica fast-forwards: a run of decode-only steps up to the next
-  completion or the next time it is asked about costs O(1) (`StepTimeModel.decode_run_s`).
+  completion or the next time it is asked about costs O(1) (`StepTimeModel.decode_run_s`);
+- the K/V input of a step is the tokens held, or, for a step-time model with
+  `decode_padding` (an engine whose decode attention pads, like inferlab's CPU runner),
+  the K/V slots that attention reads: decoding sequences sorted by context, grouped,
+  each group padded to its longest. A fast-forwarded run starts from the exact padded
+  count and grows it by one slot per sequence per step (block rounding ignored inside a run).
 
 Time is lazy: `advance(t)` runs every step that *starts* before `t`, so a request added
 at `t` joins at the first step boundary at or after `t`, as in a real engine loop.
@@ -18,6 +23,7 @@ at `t` joins at the first step boundary at or after `t`, as in a real engine loo
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections import deque
@@ -45,7 +51,7 @@ class SimRequest:
     """A request inside the simulator (mutable, slotted for speed)."""
 
     __slots__ = ("index", "arrival_time_s", "num_prompt_tokens", "num_output_tokens",
-                 "num_prefilled", "first_token_time_s", "finish_step", "num_requeues")
+                 "num_prefilled", "first_token_time_s", "finish_step", "num_requeues", "context_key")
 
     def __init__(self, index: int, arrival_time_s: float, num_prompt_tokens: int, num_output_tokens: int) -> None:
         self.index = index
@@ -56,6 +62,7 @@ class SimRequest:
         self.first_token_time_s = math.nan
         self.finish_step = 0
         self.num_requeues = 0
+        self.context_key = 0  # context length while decoding = context_key + the replica's decode-step count
 
     def reset(self) -> None:
         """Forget progress (its replica went away): it starts over elsewhere."""
@@ -84,6 +91,7 @@ class Replica:
         self.num_decode_steps = 0
         self.num_kv_reserved = 0  # tokens reserved for admitted requests (prompt + output)
         self.num_kv_tokens = 0  # tokens actually in the cache (step-time input)
+        self.decode_keys: list[int] = []  # sorted context keys of decoding requests (decode padding only)
         self.num_steps = 0
         self.busy_s = 0.0  # time spent in steps
         self.budget_busy_s = 0.0  # time spent in steps, weighted by the share of the token budget used
@@ -120,6 +128,7 @@ class Replica:
         self.waiting.clear()
         self.prefilling.clear()
         self.decoding.clear()
+        self.decode_keys.clear()
         self.num_kv_reserved = self.num_kv_tokens = 0
         for request in out:
             request.reset()
@@ -138,7 +147,22 @@ class Replica:
             self.num_kv_reserved += need
             prefilling.append(request)
 
+    def _kv_input(self) -> int:
+        """The step-time model's K/V input for the next step (see the module docstring)."""
+        padding = self.model.decode_padding
+        if padding is None:
+            return self.num_kv_tokens
+        keys, step, group, block = self.decode_keys, self.num_decode_steps, padding.group_size, padding.block_size
+        total = 0
+        for start in range(0, len(keys), group):
+            last = min(start + group, len(keys))
+            total += (last - start) * (-(-(keys[last - 1] + step) // block) * block)
+        return total
+
     def _finish(self, request: SimRequest, time_s: float) -> None:
+        if self.model.decode_padding is not None and request.num_output_tokens > 1:
+            keys = self.decode_keys
+            del keys[bisect.bisect_left(keys, request.context_key)]
         self.num_kv_reserved -= request.num_prompt_tokens + request.num_output_tokens
         self.num_kv_tokens -= request.num_prompt_tokens + request.num_output_tokens - 1
         self.on_finish(request, time_s)
@@ -158,7 +182,7 @@ class Replica:
             num_prefill += chunk
             if request.num_prefilled == request.num_prompt_tokens:
                 done.append(request)
-        dt = self.model.step_s(num_prefill, num_decode, self.num_kv_tokens)
+        dt = self.model.step_s(num_prefill, num_decode, self._kv_input())
         self.now_s += dt
         self.busy_s += dt
         self.budget_busy_s += dt * (num_prefill + num_decode) / self.config.max_num_batched_tokens
@@ -174,6 +198,10 @@ class Replica:
             else:
                 request.finish_step = self.num_decode_steps + request.num_output_tokens - 1
                 heapq.heappush(self.decoding, (request.finish_step, request.index, request))
+                if self.model.decode_padding is not None:
+                    # context at decode step k: prompt + tokens so far = prompt + 1 + (k - first decode step)
+                    request.context_key = request.num_prompt_tokens + 1 - self.num_decode_steps
+                    bisect.insort(self.decode_keys, request.context_key)
         self._pop_finished()
 
     def _pop_finished(self) -> None:
@@ -197,9 +225,10 @@ class Replica:
                 return
             num_decode = len(decoding)
             num_steps = decoding[0][0] - self.num_decode_steps
+            kv = self._kv_input()
             if until_s != math.inf:
-                num_steps = model.decode_steps_until(num_decode, self.num_kv_tokens, until_s - self.now_s, num_steps)
-            dt = model.decode_run_s(num_decode, self.num_kv_tokens, num_steps)
+                num_steps = model.decode_steps_until(num_decode, kv, until_s - self.now_s, num_steps)
+            dt = model.decode_run_s(num_decode, kv, num_steps)
             self.now_s += dt
             self.busy_s += dt
             self.budget_busy_s += dt * num_decode / self.config.max_num_batched_tokens
