@@ -172,7 +172,8 @@ for _lam, _es, _ca2, _cs2 in [(0.5, 1.0, 1.0, 0.0), (3.0, 0.3, 3.8, 0.5), (0.1, 
 # (`max_num_seqs=1`, `max_ongoing_requests=1`), a central queue, and a service time of output tokens ×
 # 10 ms with geometric token counts (≈ exponential). We feed it Poisson arrivals, and then arrivals as
 # bursty as the Azure **code** trace (c_a² measured below), at the same mean rate. Allen-Cunneen
-# (G/G/c) scales the M/M/c wait by (c_a² + c_s²) / 2, as Kingman does for one server.
+# (G/G/c) scales the M/M/c wait by (c_a² + c_s²) / 2, as Kingman does for one server. (Ungraded:
+# the simulations are skipped while autograding.)
 
 # %%
 code_trace = load_azure_csv(REPO_ROOT / "datasets" / "azure_code_synth.csv", sort=True)
@@ -196,29 +197,30 @@ def queue_sim_wait_s(arrivals_s, num_servers: int, seed: int = 0) -> float:
 
 
 CS2 = 1 - 1 / MEAN_TOKENS  # geometric token counts
-queue_rows = []
-for rho in pick((0.5, 0.6, 0.7, 0.8, 0.85, 0.9), (0.5, 0.7, 0.85)):
-    lam = rho * NUM_SERVERS * SERVICE_RATE
-    row = {"rho": rho, "erlang_c": erlang_c(NUM_SERVERS, lam / SERVICE_RATE) / (NUM_SERVERS * SERVICE_RATE - lam)}
-    row["allen_cunneen"] = row["erlang_c"] * (CA2_CODE + CS2) / 2
-    for name, burstiness in [("sim_poisson", 1.0), ("sim_bursty", 1 / CA2_CODE)]:
-        row[name] = queue_sim_wait_s(gamma_arrivals(lam, pick(20_000, 5_000), burstiness, np.random.default_rng(1)),
-                                     NUM_SERVERS)
-    queue_rows.append(row)
-    print(f"rho {rho:.2f}: Erlang C {row['erlang_c'] * 1e3:6.0f} ms, sim Poisson {row['sim_poisson'] * 1e3:6.0f} ms | "
-          f"sim bursty {row['sim_bursty'] * 1e3:6.0f} ms, Allen-Cunneen {row['allen_cunneen'] * 1e3:6.0f} ms")
-lam1 = 0.7 * SERVICE_RATE
-print(f"one server at rho 0.7: Kingman {kingman_wait_s(lam1, 1 / SERVICE_RATE, CA2_CODE, CS2) * 1e3:.0f} ms, "
-      f"sim bursty {queue_sim_wait_s(gamma_arrivals(lam1, pick(20_000, 5_000), 1 / CA2_CODE, np.random.default_rng(1)), 1) * 1e3:.0f} ms")
+if run_demo("the queueing formulas against the simulator (ungraded; 7 simulations)"):
+    queue_rows = []
+    for rho in pick((0.5, 0.6, 0.7, 0.8, 0.85, 0.9), (0.5, 0.7, 0.85)):
+        lam = rho * NUM_SERVERS * SERVICE_RATE
+        row = {"rho": rho, "erlang_c": erlang_c(NUM_SERVERS, lam / SERVICE_RATE) / (NUM_SERVERS * SERVICE_RATE - lam)}
+        row["allen_cunneen"] = row["erlang_c"] * (CA2_CODE + CS2) / 2
+        for name, burstiness in [("sim_poisson", 1.0), ("sim_bursty", 1 / CA2_CODE)]:
+            row[name] = queue_sim_wait_s(gamma_arrivals(lam, pick(20_000, 5_000), burstiness, np.random.default_rng(1)),
+                                         NUM_SERVERS)
+        queue_rows.append(row)
+        print(f"rho {rho:.2f}: Erlang C {row['erlang_c'] * 1e3:6.0f} ms, sim Poisson {row['sim_poisson'] * 1e3:6.0f} ms | "
+              f"sim bursty {row['sim_bursty'] * 1e3:6.0f} ms, Allen-Cunneen {row['allen_cunneen'] * 1e3:6.0f} ms")
+    lam1 = 0.7 * SERVICE_RATE
+    print(f"one server at rho 0.7: Kingman {kingman_wait_s(lam1, 1 / SERVICE_RATE, CA2_CODE, CS2) * 1e3:.0f} ms, "
+          f"sim bursty {queue_sim_wait_s(gamma_arrivals(lam1, pick(20_000, 5_000), 1 / CA2_CODE, np.random.default_rng(1)), 1) * 1e3:.0f} ms")
 
-fig, ax = plt.subplots(figsize=(7, 3))
-for key, style in [("erlang_c", "k--"), ("sim_poisson", "o-"), ("allen_cunneen", "r--"), ("sim_bursty", "s-")]:
-    ax.plot([r["rho"] for r in queue_rows], [r[key] * 1e3 for r in queue_rows], style, label=key)
-ax.set_xlabel("utilisation rho")
-ax.set_ylabel("mean queueing wait (ms)")
-ax.set_yscale("log")
-ax.legend()
-plt.show()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for key, style in [("erlang_c", "k--"), ("sim_poisson", "o-"), ("allen_cunneen", "r--"), ("sim_bursty", "s-")]:
+        ax.plot([r["rho"] for r in queue_rows], [r[key] * 1e3 for r in queue_rows], style, label=key)
+    ax.set_xlabel("utilisation rho")
+    ax.set_ylabel("mean queueing wait (ms)")
+    ax.set_yscale("log")
+    ax.legend()
+    plt.show()
 
 # %% [markdown]
 # On Poisson arrivals Erlang C and the simulator agree; with the code trace's burstiness the wait is
@@ -292,7 +294,8 @@ assert hpa_desired_replicas(2, 20.0, 10.0, tolerance=0.0) == 4
 #
 # A 20-minute (fast mode) or 40-minute conversation-shaped trace whose rate rises to 4x and falls
 # back. The **oracle** knows each 5-minute window's load in advance and provisions exactly the
-# replicas that window needs (found by simulating it): its GPU-hours are the reference.
+# replicas that window needs (found by simulating it): its GPU-hours are the reference. The HPA and
+# Ray Serve's default policy run on it for comparison (ungraded: skipped while autograding).
 
 # %%
 def lab_trace(minutes: int, seed: int = 0, burstiness: float = 1.0):
@@ -332,8 +335,10 @@ def evaluate(policy, trace=TRACE, plan=PLAN, spot_policy=None, **cluster):
             "num_preemptions": result.num_preemptions, "timeline": result.timeline}
 
 
-baselines = {name: evaluate(p) for name, p in progress([("hpa", hpa_policy), ("ray", ray_default_policy)],
-                                                         desc="baselines")}
+baselines = {}  # the HPA and Ray Serve's default on this trace: for comparison, not graded
+if run_demo("the HPA and Ray Serve's default policy on the lab's trace (ungraded; 2 simulations)"):
+    baselines = {name: evaluate(p) for name, p in progress([("hpa", hpa_policy), ("ray", ray_default_policy)],
+                                                             desc="baselines")}
 for name, r in baselines.items():
     print(f"{name:>4}: attainment {r['slo_attainment']:.4f}, GPU-h {r['gpu_hours_ratio']:.2f}x oracle, "
           f"{r['num_scale_actions']} scale actions")
@@ -438,9 +443,12 @@ for _t in range(0, 1200, 2):
 # %% tests id=test_autoscaler_attainment points=3
 assert mine["slo_attainment"] >= 0.99, mine["slo_attainment"]
 ### BEGIN HIDDEN TESTS
+_hidden_runs = {}  # (seed, burstiness) -> (policy, trace, plan, run): the next test cell reuses these runs
 for _seed, _burstiness, _floor in [(7, 1.0, 0.98), (3, 0.25, 0.97)]:
     _hidden_trace = lab_trace(20, seed=_seed, burstiness=_burstiness)
-    _hidden = evaluate(my_autoscaler, _hidden_trace, oracle_plan(_hidden_trace, MODEL, SLO_))
+    _hidden_plan = oracle_plan(_hidden_trace, MODEL, SLO_)
+    _hidden = evaluate(my_autoscaler, _hidden_trace, _hidden_plan)
+    _hidden_runs[_seed, _burstiness] = (my_autoscaler, _hidden_trace, _hidden_plan, _hidden)
     assert _hidden["slo_attainment"] >= _floor, f"attainment too low on a hidden trace (burstiness {_burstiness})"
 ### END HIDDEN TESTS
 
@@ -450,9 +458,12 @@ assert mine["scale_actions_per_hour"] <= 30, mine["scale_actions_per_hour"]
 ### BEGIN HIDDEN TESTS
 assert mine["num_scale_actions"] <= 12, "too many scale actions: add hysteresis"
 for _seed, _burstiness in [(7, 1.0), (3, 0.25)]:
-    _hidden_trace = lab_trace(20, seed=_seed, burstiness=_burstiness)
-    _hidden_plan = oracle_plan(_hidden_trace, MODEL, SLO_)
-    _hidden = evaluate(my_autoscaler, _hidden_trace, _hidden_plan)
+    _policy, _hidden_trace, _hidden_plan, _hidden = globals().get("_hidden_runs", {}).get((_seed, _burstiness),
+                                                                                         (None,) * 4)
+    if _policy is not my_autoscaler:  # the attainment cell stopped early (or ran another my_autoscaler)
+        _hidden_trace = lab_trace(20, seed=_seed, burstiness=_burstiness)
+        _hidden_plan = oracle_plan(_hidden_trace, MODEL, SLO_)
+        _hidden = evaluate(my_autoscaler, _hidden_trace, _hidden_plan)
     _hpa = evaluate(hpa_policy, _hidden_trace, _hidden_plan)
     assert _hidden["gpu_hours_ratio"] <= 2.3, f"too many GPU-hours against the oracle (burstiness {_burstiness})"
     assert _hidden["gpu_hours"] <= 1.35 * _hpa["gpu_hours"], f"too many GPU-hours against the HPA (burstiness {_burstiness})"

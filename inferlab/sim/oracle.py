@@ -8,6 +8,11 @@ For each window, the window's requests are simulated alone on n warm replicas
 attainment reaches `min_attainment`. The oracle's GPU-hours bill exactly those
 replicas for exactly their windows (no cold start, no drain): a lower reference no
 online policy can reach; static peak bills the largest window's count throughout.
+
+Each window's count is memoised on disk (`sim/memo.py`, keyed on the window's requests,
+the step-time model, the SLO, the replica settings and the package's code), so a plan
+asked for again (another notebook kernel, another `inferlab simulate` run) costs
+nothing; `cache=False` always simulates.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from inferlab.metrics import SLO, slo_attainment
 from inferlab.policies.autoscale import AutoscalingConfig
 from inferlab.sim.cluster import ClusterConfig, simulate
+from inferlab.sim.memo import memoized
 from inferlab.sim.replica import ReplicaConfig
 from inferlab.sim.steptime import StepTimeModel
 from inferlab.traces import TraceRequest
@@ -61,10 +69,27 @@ def _meets(window: Sequence[TraceRequest], num_replicas: int, model: StepTimeMod
 
 def replicas_needed(window: Sequence[TraceRequest], model: StepTimeModel, slo: SLO, *,
                     replica: ReplicaConfig = ReplicaConfig(), min_attainment: float = 0.99,
-                    max_replicas: int = 512) -> int:
-    """Fewest warm replicas that serve `window` (arrivals from 0) at `min_attainment` of `slo`."""
+                    max_replicas: int = 512, cache: bool = True) -> int:
+    """Fewest warm replicas that serve `window` (arrivals from 0) at `min_attainment` of `slo`.
+
+    `cache`: reuse the count stored for the same inputs and package code (`sim/memo.py`).
+    """
     if not window:
         return 1
+
+    def search() -> int:
+        return _search_replicas(window, model, slo, replica, min_attainment, max_replicas)
+
+    if not cache:
+        return search()
+    columns = np.array([(r.arrival_time_s, r.num_prompt_tokens, r.num_output_tokens) for r in window], dtype=np.float64)
+    return memoized("oracle_replicas", search, lambda n: type(n) is int and 1 <= n <= max_replicas,
+                    window=columns, model=model, slo=slo, replica=replica, min_attainment=min_attainment,
+                    max_replicas=max_replicas)
+
+
+def _search_replicas(window: Sequence[TraceRequest], model: StepTimeModel, slo: SLO, replica: ReplicaConfig,
+                     min_attainment: float, max_replicas: int) -> int:
     high = 1
     while not _meets(window, high, model, replica, slo, min_attainment):
         if high >= max_replicas:
@@ -82,8 +107,11 @@ def replicas_needed(window: Sequence[TraceRequest], model: StepTimeModel, slo: S
 
 def oracle_plan(trace: Sequence[TraceRequest], model: StepTimeModel, slo: SLO, *, window_s: float = 300.0,
                 replica: ReplicaConfig = ReplicaConfig(), min_attainment: float = 0.99,
-                num_gpus_per_replica: int = 1) -> OraclePlan:
-    """Replicas needed in each `window_s` window of `trace` (see the module docstring)."""
+                num_gpus_per_replica: int = 1, cache: bool = True) -> OraclePlan:
+    """Replicas needed in each `window_s` window of `trace` (see the module docstring).
+
+    `cache`: reuse each window's count stored for the same inputs and package code (`sim/memo.py`).
+    """
     if window_s <= 0:
         raise ValueError(f"window_s must be > 0, got {window_s}")
     if not trace:
@@ -96,5 +124,6 @@ def oracle_plan(trace: Sequence[TraceRequest], model: StepTimeModel, slo: SLO, *
     for i, reqs in enumerate(windows):
         shifted = [TraceRequest(r.arrival_time_s - i * window_s, r.num_prompt_tokens, r.num_output_tokens)
                    for r in reqs]
-        schedule.append(replicas_needed(shifted, model, slo, replica=replica, min_attainment=min_attainment))
+        schedule.append(replicas_needed(shifted, model, slo, replica=replica, min_attainment=min_attainment,
+                                        cache=cache))
     return OraclePlan(window_s, tuple(schedule), trace[-1].arrival_time_s, num_gpus_per_replica)
