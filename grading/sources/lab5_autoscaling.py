@@ -544,8 +544,8 @@ for name, r in spot_runs.items():
 # keep at least one replica on-demand (and all of a small fleet: the "half spot" run above lost the SLO
 # when one of its two replicas was preempted during the rise), and **react to preemption**: right after a notice, ask for no
 # more spot than is left (`<= ctx.num_spot_replicas`: the replacement is on-demand), and go back to spot
-# once the market has been quiet for a while (~10 minutes). Graded: that behaviour, and on this market
-# and a hidden stormier one: cost below on-demand's at (nearly) its SLO attainment.
+# once the market has been quiet for a while (~10 minutes). Graded: that behaviour, and on this market (mean of four
+# draws of preemptions) and a hidden stormier one: cost below on-demand's at (nearly) its SLO attainment.
 
 # %% solution id=spot
 def my_spot_policy(ctx: SpotContext):
@@ -599,8 +599,15 @@ assert my_spot_policy(_sctx(notices=(100.0,), target=10, spot=2))[0] >= 3, "a qu
 ### END HIDDEN TESTS
 
 # %% tests id=test_spot_cost points=3
-assert spot_runs["mine"]["cost_usd"] <= 0.9 * spot_runs["on-demand"]["cost_usd"], "no cheaper than on-demand"
-assert spot_runs["mine"]["slo_attainment"] >= spot_runs["on-demand"]["slo_attainment"] - 0.01, "SLO lost to spot"
+# one market draw can be unlucky (a preemption in the middle of the rise): judge the mean of four
+_draws = [spot_runs["mine"]] + [evaluate(my_autoscaler, spot_policy=my_spot_policy, **{**SPOT_MARKET, "seed": s})
+                                for s in (2, 3, 4)]
+_cost = sum(r["cost_usd"] for r in _draws) / len(_draws)
+_attainment = sum(r["slo_attainment"] for r in _draws) / len(_draws)
+print(f"mine over {len(_draws)} market draws: mean ${_cost:.2f} (on-demand ${spot_runs['on-demand']['cost_usd']:.2f}), "
+      f"mean attainment {_attainment:.4f}")
+assert _cost <= 0.95 * spot_runs["on-demand"]["cost_usd"], "no cheaper than on-demand (mean of 4 market draws)"
+assert _attainment >= spot_runs["on-demand"]["slo_attainment"] - 0.01, "SLO lost to spot (mean of 4 market draws)"
 ### BEGIN HIDDEN TESTS
 _storm = {**SPOT_MARKET, "spot_mean_lifetime_s": 600.0, "seed": 5}
 _hidden_trace = lab_trace(20, seed=11)
