@@ -115,7 +115,7 @@ class DemoResult:
 
 
 def demo_trace(seconds_calm: float = 5.0, seconds_burst: float = 12.0, calm_rps: float = 2.0,
-               burst_rps: float = 25.0, seed: int = 0) -> list[tuple[float, int, int]]:
+               burst_rps: float = 40.0, seed: int = 0) -> list[tuple[float, int, int]]:
     """(arrival s, prompt tokens, output tokens): calm, a burst, then nothing (to scale back down)."""
     import numpy as np
 
