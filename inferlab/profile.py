@@ -101,18 +101,27 @@ def profile_engine(model, config: EngineConfig, batch_sizes: Sequence[int], max_
     for trace in runs:
         engine = LLMEngine(model, config)
         replay(engine, trace, seed)
-        steps += [{"num_prefill_tokens": s.num_prefill_tokens, "num_decode_seqs": s.num_decode_seqs,
-                   "num_kv_tokens": s.num_kv_tokens, "num_decode_kv_slots": s.num_decode_kv_slots,
-                   "step_time_s": s.step_time_s}
-                  for s in engine.step_records if s.num_prefill_tokens + s.num_decode_seqs > 0]
+        steps += profile_steps(engine)
     return steps
+
+
+def profile_steps(engine: LLMEngine) -> list[dict[str, float]]:
+    """The engine's non-empty steps as profile records (the `steps` of a profile JSON)."""
+    return [{"num_prefill_tokens": s.num_prefill_tokens, "num_decode_seqs": s.num_decode_seqs,
+             "num_kv_tokens": s.num_kv_tokens, "num_decode_kv_slots": s.num_decode_kv_slots,
+             "step_time_s": s.step_time_s}
+            for s in engine.step_records if s.num_prefill_tokens + s.num_decode_seqs > 0]
+
+
+def predicted_step_s(model: StepTimeModel, steps: Sequence[dict[str, float]]) -> np.ndarray:
+    """The model's step time for each profile record (K/V input as the model prices it)."""
+    return np.array([model.step_s(s["num_prefill_tokens"], s["num_decode_seqs"], s[model.kv_field]) for s in steps])
 
 
 def fit_report(model: StepTimeModel, steps: Sequence[dict[str, float]]) -> dict[str, float]:
     """How well the linear model predicts the profiled steps: R^2 and mean relative error."""
     y = np.array([s["step_time_s"] for s in steps])
-    kv_field = "num_kv_tokens" if model.decode_padding is None else "num_decode_kv_slots"
-    pred = np.array([model.step_s(s["num_prefill_tokens"], s["num_decode_seqs"], s[kv_field]) for s in steps])
+    pred = predicted_step_s(model, steps)
     r2 = 1 - float(np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
     return {"r2": r2, "mean_rel_error": float(np.mean(np.abs(pred - y) / y)),
             "total_rel_error": float(abs(pred.sum() - y.sum()) / y.sum())}

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from inferlab.engine import LLMEngine
-from inferlab.metrics import MetricsSummary, summarize
+from inferlab.metrics import MetricsSummary, RequestRecord, summarize
 from inferlab.policies.autoscale import AutoscalingConfig
 from inferlab.profile import (DEFAULT_BATCH_SIZES, engine_config, engine_padding, fit_report, load_engine_model,
-                              profile_engine, replay)
+                              predicted_step_s, profile_engine, profile_steps, replay)
 from inferlab.sim.cluster import ClusterConfig, simulate
 from inferlab.sim.replica import ReplicaConfig
 from inferlab.sim.steptime import StepTimeModel, fit_linear, load_profile
@@ -54,15 +54,17 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def _capacity_rps(records: list[RequestRecord]) -> float:
+    """Requests per second of an offline run (all submitted at t = 0)."""
+    return len(records) / max(r.finish_time_s for r in records)
+
+
 def _speed_drift(step_model: StepTimeModel, engine: LLMEngine) -> float:
     """How much slower the host ran this engine run than at calibration: measured step time over
     the model's prediction for the very steps the engine ran (1.0 = same speed). Only the one
     scalar is taken from the run; batching and queueing are still the simulator's own."""
-    kv_padded = step_model.decode_padding is not None
-    steps = [s for s in engine.step_records if s.num_prefill_tokens + s.num_decode_seqs > 0]
-    predicted = sum(step_model.step_s(s.num_prefill_tokens, s.num_decode_seqs,
-                                      s.num_decode_kv_slots if kv_padded else s.num_kv_tokens) for s in steps)
-    return sum(s.step_time_s for s in steps) / predicted
+    steps = profile_steps(engine)
+    return sum(s["step_time_s"] for s in steps) / float(predicted_step_s(step_model, steps).sum())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     offline = [TraceRequest(0.0, r.num_prompt_tokens, r.num_output_tokens) for r in base]
     started = time.perf_counter()
     records = replay(LLMEngine(model, config), offline, args.seed)
-    capacity_rps = len(records) / max(r.finish_time_s for r in records)
+    capacity_rps = _capacity_rps(records)
     print(f"engine capacity: {capacity_rps:.2f} req/s ({time.perf_counter() - started:.1f} s offline run)", flush=True)
     if args.profile:
         step_model = load_profile(args.profile)
@@ -110,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     replica = ReplicaConfig(max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens)
     fleet = ClusterConfig(autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1, initial_replicas=1),
                           replica=replica, cold_start_s=0.0)
-    sim_offline = simulate(offline, step_model, fleet).records
-    sim_capacity_rps = len(sim_offline) / max(r.finish_time_s for r in sim_offline)
+    sim_capacity_rps = _capacity_rps(simulate(offline, step_model, fleet).records)
     print(f"simulator capacity: {sim_capacity_rps:.2f} req/s", flush=True)
     out: dict[str, object] = {"capacity_rps": capacity_rps, "sim_capacity_rps": sim_capacity_rps,
                               "step_model": step_model.name}

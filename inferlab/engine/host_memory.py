@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
@@ -26,9 +27,7 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's largest allowed value on 64-bit
 TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024
 
-_state: dict[str, bool] = {}
-
-
+@functools.cache
 def steady_malloc() -> bool:
     """Fix glibc's mmap and trim thresholds for this process (once; later calls are no-ops).
 
@@ -36,8 +35,6 @@ def steady_malloc() -> bool:
         True when the thresholds are set (Linux with glibc), False elsewhere (macOS,
         Windows, musl), where nothing is changed.
     """
-    if "done" in _state:
-        return _state["done"]
     ok = False
     if sys.platform.startswith("linux"):
         try:
@@ -48,5 +45,4 @@ def steady_malloc() -> bool:
         if mallopt is not None:
             ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
                 mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
-    _state["done"] = ok
     return ok

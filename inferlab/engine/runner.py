@@ -27,9 +27,10 @@ def decode_kv_slots(context_lens: list[int], block_size: int, group_size: int = 
     """K/V slots a decode step's attention reads, padding included.
 
     Sequences are sorted by context length and grouped `group_size` at a time; each group
-    reads, for every row, the blocks of its longest context (`_decode_groups`). This, not
-    the sum of context lengths, is what decode attention costs in this runner (the
-    simulator's calibrated step-time model uses it: `inferlab.sim.steptime.DecodePadding`).
+    reads, for every row, the blocks of its longest context (`_decode_groups`, whose masks
+    give the runner's `last_decode_kv_slots`). This, not the sum of context lengths, is
+    what decode attention costs in this runner; the simulator's replica mirrors the formula
+    (`inferlab.sim.steptime.DecodePadding`), and the tests check both against it.
     """
     ordered = sorted(context_lens)
     total = 0
@@ -110,7 +111,7 @@ class ModelRunner:
         last_idx = torch.tensor([o + (stop - start) - 1 for _, o, start, stop in sorted(decodes + prefills)],
                                 device=dev)
         groups = self._decode_groups(chunks, decodes) if decodes else []
-        self.last_decode_kv_slots = decode_kv_slots([d[3] for d in decodes], bs)
+        self.last_decode_kv_slots = sum(mask.numel() for _, _, mask in groups)  # rows x padded context
         cos, sin = rope_cos_sin(pos_t, mc.head_dim, mc.rope_theta)
         cos, sin = cos[None, None], sin[None, None]
         x = self.model.model.embed_tokens(ids_t)[None]  # [1, N, H]

@@ -156,6 +156,11 @@ class StepTimeModel:
                 lo = mid + 1
         return lo
 
+    @property
+    def kv_field(self) -> str:
+        """The profile/step-record field this model's K/V input comes from."""
+        return kv_field(self.decode_padding)
+
     def scaled(self, factor: float) -> "StepTimeModel":
         """The same model on a host `factor` times slower (every step takes `factor` x as long)."""
         if not factor > 0:
@@ -175,6 +180,11 @@ class StepTimeModel:
 PROFILE_STEP_FIELDS = ("num_prefill_tokens", "num_decode_seqs", "num_kv_tokens", "step_time_s")
 
 
+def kv_field(decode_padding: DecodePadding | None) -> str:
+    """Which profile field is the K/V input: slots read when the engine pads, else tokens held."""
+    return "num_kv_tokens" if decode_padding is None else "num_decode_kv_slots"
+
+
 def fit_linear(steps: Sequence[dict[str, float]], num_kv_tokens: int, name: str = "calibrated",
                decode_padding: DecodePadding | None = None) -> StepTimeModel:
     """Least-squares fit of step_time_s = c + p*P + d*D + k*KV to per-step records.
@@ -188,16 +198,16 @@ def fit_linear(steps: Sequence[dict[str, float]], num_kv_tokens: int, name: str 
             under-predicted them by ~13% while over-predicting offline batches by ~4%).
     Coefficients that come out negative (noise) are clamped to 0 and the rest refit.
     """
-    kv_field = "num_kv_tokens" if decode_padding is None else "num_decode_kv_slots"
+    kv = kv_field(decode_padding)
     if len(steps) < 4:
         raise ValueError(f"profile needs >= 4 step records to fit 4 coefficients, got {len(steps)}")
     for i, row in enumerate(steps):
-        for key in PROFILE_STEP_FIELDS + (kv_field,):
+        for key in PROFILE_STEP_FIELDS + (kv,):
             if key not in row:
                 raise ValueError(f"profile step {i}: missing field {key!r}")
         if not row["step_time_s"] > 0:
             raise ValueError(f"profile step {i}: field 'step_time_s' must be > 0, got {row['step_time_s']}")
-    x = np.array([[1.0, r["num_prefill_tokens"], r["num_decode_seqs"], r[kv_field]] for r in steps])
+    x = np.array([[1.0, r["num_prefill_tokens"], r["num_decode_seqs"], r[kv]] for r in steps])
     y = np.array([r["step_time_s"] for r in steps])
     active = [0, 1, 2, 3]
     coef = np.zeros(4)
