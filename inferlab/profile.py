@@ -49,10 +49,11 @@ def engine_padding(config: EngineConfig) -> DecodePadding:
     return DecodePadding(DECODE_GROUP_SIZE, config.block_size)
 
 
-def load_engine_model(preset: str = "tiny"):
+def load_engine_model(preset: str = "tiny", device: str | None = None):
+    """The checkpoint on `device` (None: CUDA if present, else CPU)."""
     from inferlab.model import ensure_checkpoint, load_checkpoint
 
-    return load_checkpoint(ensure_checkpoint(preset))
+    return load_checkpoint(ensure_checkpoint(preset), device=device)
 
 
 def _prompts(trace: Sequence[TraceRequest], rng: np.random.Generator) -> list[list[int]]:
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-prompt-tokens", type=int, default=384)
     p.add_argument("--max-output-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=1, help="torch threads (fixed: step times depend on it)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if present, else CPU)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rates or min(rates) <= 0:
         print("inferlab profile: error: --online-rates must be positive numbers", file=sys.stderr)
         return 2
-    model = load_engine_model(args.preset)
+    model = load_engine_model(args.preset, args.device)
     started = time.perf_counter()
     steps = profile_engine(model, config, sizes, args.max_prompt_tokens, args.max_output_tokens, args.seed,
                            online_rates_rps=rates)

@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-output-tokens", type=int, default=128)
     p.add_argument("--profile", default=None, help="reuse this profile JSON instead of profiling now")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default=None, help="the engine's device: cpu, cuda, ... (default: CUDA if present)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.repeats < 1 or args.num_requests < 10:
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from inferlab.serving.loadgen import azure_like_workload
 
     config = engine_config()
-    model = load_engine_model()
+    model = load_engine_model(device=args.device)
     rng = np.random.default_rng(args.seed)
     base = azure_like_workload(args.num_requests, rng, args.max_prompt_tokens, args.max_output_tokens,
                                arrivals_s=poisson_arrivals(1.0, args.num_requests, rng))
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                           replica=replica, cold_start_s=0.0)
     sim_capacity_rps = _capacity_rps(simulate(offline, step_model, fleet).records)
     print(f"simulator capacity: {sim_capacity_rps:.2f} req/s", flush=True)
-    out: dict[str, object] = {"capacity_rps": capacity_rps, "sim_capacity_rps": sim_capacity_rps,
+    out: dict[str, object] = {"device": str(next(model.parameters()).device), "capacity_rps": capacity_rps, "sim_capacity_rps": sim_capacity_rps,
                               "step_model": step_model.name}
     errors: list[float] = []
     corrected: list[float] = []
