@@ -24,6 +24,18 @@ def test_doctor_names_the_fix_for_a_missing_release(tmp_path):
     assert not check.is_ok and "lab0_baseline (not released)" in check.detail and check.fix == "make release"
 
 
+def test_doctor_warns_without_the_lab_extra(monkeypatch):
+    # a serving or GPU box without nbformat: a warning naming the fix, not a traceback
+    monkeypatch.setitem(sys.modules, "nbformat", None)
+    check = doctor.check_labs_in_sync(REPO)
+    assert not check.is_ok and not check.is_required and "nbformat" in check.detail and "[lab]" in check.fix
+
+
+def test_python_dash_m_inferlab_is_the_cli():
+    done = subprocess.run([sys.executable, "-m", "inferlab", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "doctor" in done.stdout, done.stdout + done.stderr
+
+
 def test_cli_lists_commands_and_rejects_unknown(capsys):
     assert cli.main(["--help"]) == 0
     assert "doctor" in capsys.readouterr().out
