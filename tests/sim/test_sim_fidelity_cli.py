@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from inferlab import profile
 from inferlab.bench import sim_fidelity
 from inferlab.sim.steptime import DecodePadding, load_profile
@@ -37,3 +39,23 @@ def test_sim_fidelity_prints_its_json_line(capsys) -> None:
     assert result["capacity_rps"] > 0 and result["sim_capacity_rps"] > 0
     # both see the same arrivals, so throughput is close whatever the latency errors
     assert result["rel_error_output_tok_s_at_0.5"] < 0.25
+
+
+def test_profile_steps_price_the_loop_between_steps() -> None:
+    # the period from a step's start to the next one's is what the simulator must reproduce; the gap
+    # after the engine emptied is waiting for an arrival, not work
+    from types import SimpleNamespace
+
+    from inferlab.engine.engine import StepRecord
+
+    def record(start_s: float, step_s: float, num_decode: int, num_running: int) -> StepRecord:
+        return StepRecord(start_s, step_s, 0, 0, num_decode, 10, 2, num_running, 0, 16)
+
+    engine = SimpleNamespace(step_records=[
+        record(0.000, 0.010, 2, 2),  # busy after it: period 0.012
+        record(0.012, 0.010, 2, 0),  # emptied: its own 0.010, not the 0.488 idle gap
+        record(0.500, 0.010, 0, 0),  # empty step: not a profile record
+        record(0.600, 0.010, 1, 1),  # last: its own time
+    ])
+    times = [s["step_time_s"] for s in profile.profile_steps(engine)]
+    assert times == pytest.approx([0.012, 0.010, 0.010])
