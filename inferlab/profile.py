@@ -84,6 +84,11 @@ def replay(engine: LLMEngine, trace: Sequence[TraceRequest], seed: int = 0) -> l
                           r.num_prompt_tokens, r.num_output_tokens) for r in engine.records()]
 
 
+def warm_up(model, config: EngineConfig) -> None:
+    """A few tiny requests, so that first-call overheads (allocator, kernels) stay out of what is measured next."""
+    LLMEngine(model, config).generate([[1, 2, 3, 4]] * 4, [SamplingParams(max_tokens=4, ignore_eos=True)] * 4)
+
+
 def profile_engine(model, config: EngineConfig, batch_sizes: Sequence[int], max_prompt_tokens: int,
                    max_output_tokens: int, seed: int = 0, online_rates_rps: Sequence[float] = (5.0, 15.0, 25.0),
                    online_num_requests: int = 60) -> list[dict[str, float]]:
@@ -91,8 +96,7 @@ def profile_engine(model, config: EngineConfig, batch_sizes: Sequence[int], max_
     from inferlab.serving.loadgen import azure_like_workload
 
     rng = np.random.default_rng(seed)
-    warm = LLMEngine(model, config)  # first-call overheads out of the profile
-    warm.generate([[1, 2, 3, 4]] * 4, [SamplingParams(max_tokens=4, ignore_eos=True)] * 4)
+    warm_up(model, config)
     steps: list[dict[str, float]] = []
     runs = [azure_like_workload(size, rng, max_prompt_tokens, max_output_tokens) for size in batch_sizes]
     # online runs too (Poisson arrivals at a few rates) so that light, mixed steps are covered

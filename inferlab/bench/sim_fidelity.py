@@ -34,7 +34,7 @@ from inferlab.engine import LLMEngine
 from inferlab.metrics import MetricsSummary, RequestRecord, summarize
 from inferlab.policies.autoscale import AutoscalingConfig
 from inferlab.profile import (DEFAULT_BATCH_SIZES, engine_config, engine_padding, fit_report, load_engine_model,
-                              predicted_step_s, profile_engine, profile_steps, replay)
+                              predicted_step_s, profile_engine, profile_steps, replay, warm_up)
 from inferlab.sim.cluster import ClusterConfig, simulate
 from inferlab.sim.replica import ReplicaConfig
 from inferlab.sim.steptime import StepTimeModel, fit_linear, load_profile
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                                arrivals_s=poisson_arrivals(1.0, args.num_requests, rng))
     # capacity: the same requests all at once, offline
     offline = [TraceRequest(0.0, r.num_prompt_tokens, r.num_output_tokens) for r in base]
+    warm_up(model, config)  # a cold first run under-reads the capacity the loads are shares of
     started = time.perf_counter()
     records = replay(LLMEngine(model, config), offline, args.seed)
     capacity_rps = _capacity_rps(records)

@@ -53,6 +53,8 @@ class SloAwareParams:
     downscale_hold_s: float = 300.0
     min_action_interval_s: float | None = None  # minimum stay between actions (urgent ups excepted); None: trend window
     max_trend_ratio: float = 1.5  # pre-warm at most this multiple of the current need
+    downscale_quantile: float = 1.0  # size a downscale to this quantile of the hold's smoothed need (1: its peak)
+    is_urgent_while_starting: bool = True
 
     def __post_init__(self) -> None:
         for name in ("target_compute_utilization", "target_kv_utilization"):
@@ -143,6 +145,8 @@ def slo_aware_policy(ctx: Any, params: SloAwareParams = SLO_AWARE) -> tuple[int,
         since_up = state["slo_above_since"] = state.get("slo_above_since") or now
         waiting = sum(metric_values(ctx, "num_waiting_requests")) + ctx.total_queued_requests
         is_urgent = waiting > params.urgent_waiting_per_replica * max(ctx.current_num_replicas, 1)
+        if not params.is_urgent_while_starting and ctx.target_num_replicas > ctx.current_num_replicas:
+            is_urgent = False
         is_rested = last_action is None or since_action >= params.min_action_interval - 1e-9
         if is_urgent or (now - since_up >= params.upscale_hold - 1e-9 and is_rested):
             state["slo_above_since"], state["slo_last_action_s"] = None, now
@@ -154,7 +158,8 @@ def slo_aware_policy(ctx: Any, params: SloAwareParams = SLO_AWARE) -> tuple[int,
     # hysteresis: scale down only when the smoothed need stayed below the fleet for the whole hold,
     # to the highest need of the hold; utilisation rises faster than linearly as replicas go
     # (longer batches, longer queues): keep `downscale_utilization_ratio` under the target
-    peak = max(r[2] for r in history if now - r[0] <= params.downscale_hold_s + 1e-9)
+    held = sorted(r[2] for r in history if now - r[0] <= params.downscale_hold_s + 1e-9)
+    peak = held[min(len(held) - 1, int(params.downscale_quantile * len(held)))]
     # the step cap always allows one replica down: ceil(3 * 0.75) would pin a small fleet at 3 forever
     need_down = max(peak * params.headroom / params.downscale_utilization_ratio,
                     min(current - 1, current * params.max_downscale_ratio))
