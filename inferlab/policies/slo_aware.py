@@ -17,10 +17,13 @@ then
 - scales up, with `headroom`, counting starting replicas as capacity, once the need has
   stayed above the fleet for `upscale_hold_s` (a shorter burst drains before a cold
   replica would arrive, so one replica at real rates is not doubled for a blip), at once
-  when the queue is long (`urgent_waiting_per_replica`), by at most `max_upscale_ratio`;
-- scales down only after `downscale_hold_s` without an action, to the highest smoothed
-  need of that time (with headroom and `downscale_utilization_ratio`), by at most
-  `max_downscale_ratio` per step: KV use per request grows as the fleet shrinks, so a
+  when the queue is long (`urgent_waiting_per_replica`) and no replica is already starting
+  (those are the answer to the queue: asking again every period while they boot would
+  overshoot), by at most `max_upscale_ratio`;
+- scales down only after `downscale_hold_s` without an action, to a high quantile
+  (`downscale_quantile`) of the smoothed need over that time, so one spike does not keep a
+  burst's fleet for another hold (with headroom and `downscale_utilization_ratio`), by at
+  most `max_downscale_ratio` per step: KV use per request grows as the fleet shrinks, so a
   roomy fleet under-reads the need (hysteresis: few actions, no flapping on constant load);
 - keeps `min_action_interval_s` between actions (urgent upscales excepted).
 """
@@ -44,7 +47,7 @@ class SloAwareParams:
     max_waiting_per_replica: float = 4.0
     urgent_waiting_per_replica: float = 16.0  # a queue this long per ready replica skips the upscale hold
     downscale_utilization_ratio: float = 0.7  # scale down only to where utilisation stays 30% under target
-    max_downscale_ratio: float = 0.75  # at most -25% per downscale: the need is under-read on a roomy fleet
+    max_downscale_ratio: float = 0.5  # at most -50% per downscale: the need is under-read on a roomy fleet
     max_upscale_ratio: float = 4.0  # at most this multiple of the fleet per upscale (+1 at least)
     headroom: float = 1.15
     smoothing_window_s: float = 10.0
@@ -52,9 +55,8 @@ class SloAwareParams:
     upscale_hold_s: float | None = None  # a need above the fleet must last this long; None: 2 smoothing windows
     downscale_hold_s: float = 300.0
     min_action_interval_s: float | None = None  # minimum stay between actions (urgent ups excepted); None: trend window
-    max_trend_ratio: float = 1.5  # pre-warm at most this multiple of the current need
-    downscale_quantile: float = 1.0  # size a downscale to this quantile of the hold's smoothed need (1: its peak)
-    is_urgent_while_starting: bool = True
+    max_trend_ratio: float = 1.25  # pre-warm at most this multiple of the current need
+    downscale_quantile: float = 0.95  # size a downscale to this quantile of the hold's smoothed need (1: its peak)
 
     def __post_init__(self) -> None:
         for name in ("target_compute_utilization", "target_kv_utilization"):
@@ -67,6 +69,13 @@ class SloAwareParams:
         if not self.urgent_waiting_per_replica >= self.max_waiting_per_replica:
             raise ValueError(f"urgent_waiting_per_replica must be >= max_waiting_per_replica, "
                              f"got {self.urgent_waiting_per_replica}")
+        if not 0 < self.downscale_quantile <= 1:
+            raise ValueError(f"downscale_quantile must be in (0, 1], got {self.downscale_quantile}")
+        if not 0 <= self.max_downscale_ratio < 1:
+            raise ValueError(f"max_downscale_ratio must be in [0, 1), got {self.max_downscale_ratio}")
+        if not (self.max_upscale_ratio >= 1 and self.max_trend_ratio >= 1):
+            raise ValueError(f"max_upscale_ratio and max_trend_ratio must be >= 1, "
+                             f"got {self.max_upscale_ratio} and {self.max_trend_ratio}")
         if not 0 < self.downscale_utilization_ratio <= 1:
             raise ValueError(f"downscale_utilization_ratio must be in (0, 1], got {self.downscale_utilization_ratio}")
         for name in ("smoothing_window_s", "trend_window_s", "upscale_hold_s", "downscale_hold_s",
@@ -144,9 +153,10 @@ def slo_aware_policy(ctx: Any, params: SloAwareParams = SLO_AWARE) -> tuple[int,
     if math.ceil(need_up - 1e-9) > current:
         since_up = state["slo_above_since"] = state.get("slo_above_since") or now
         waiting = sum(metric_values(ctx, "num_waiting_requests")) + ctx.total_queued_requests
-        is_urgent = waiting > params.urgent_waiting_per_replica * max(ctx.current_num_replicas, 1)
-        if not params.is_urgent_while_starting and ctx.target_num_replicas > ctx.current_num_replicas:
-            is_urgent = False
+        # the queue is measured against ready replicas: once more are starting, wait for them
+        is_starting = current > ctx.current_num_replicas
+        is_urgent = (not is_starting
+                     and waiting > params.urgent_waiting_per_replica * max(ctx.current_num_replicas, 1))
         is_rested = last_action is None or since_action >= params.min_action_interval - 1e-9
         if is_urgent or (now - since_up >= params.upscale_hold - 1e-9 and is_rested):
             state["slo_above_since"], state["slo_last_action_s"] = None, now
@@ -156,12 +166,13 @@ def slo_aware_policy(ctx: Any, params: SloAwareParams = SLO_AWARE) -> tuple[int,
     if since_action < params.downscale_hold_s - 1e-9:
         return clamp(ctx, current), state
     # hysteresis: scale down only when the smoothed need stayed below the fleet for the whole hold,
-    # to the highest need of the hold; utilisation rises faster than linearly as replicas go
-    # (longer batches, longer queues): keep `downscale_utilization_ratio` under the target
+    # to a high quantile of the hold's need (its very peak is often one spike that a cold replica
+    # would never have met); utilisation rises faster than linearly as replicas go (longer batches,
+    # longer queues): keep `downscale_utilization_ratio` under the target
     held = sorted(r[2] for r in history if now - r[0] <= params.downscale_hold_s + 1e-9)
-    peak = held[min(len(held) - 1, int(params.downscale_quantile * len(held)))]
-    # the step cap always allows one replica down: ceil(3 * 0.75) would pin a small fleet at 3 forever
-    need_down = max(peak * params.headroom / params.downscale_utilization_ratio,
+    high = held[min(len(held) - 1, int(params.downscale_quantile * len(held)))]
+    # the step cap always allows one replica down: ceil(3 * 0.5) would pin a small fleet at 2 forever
+    need_down = max(high * params.headroom / params.downscale_utilization_ratio,
                     min(current - 1, current * params.max_downscale_ratio))
     if math.ceil(need_down - 1e-9) < current:
         state["slo_last_action_s"] = now

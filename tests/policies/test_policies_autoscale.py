@@ -176,6 +176,31 @@ def test_slo_scales_up_at_once_on_a_long_queue() -> None:
     assert min(t for t, n, _ in trace if n > 2) <= 100 + 2.0
 
 
+def test_slo_does_not_repeat_an_urgent_upscale_while_replicas_start() -> None:
+    # a long, growing queue: one urgent jump, then the starting replicas get a rest to arrive in
+    growing = lambda t, ready: {"kv_utilization": {i: (1.0 + 0.05 * max(0.0, t - 100)) / max(ready, 1)
+                                                   for i in range(ready)},
+                                "compute_utilization": {i: 0.0 for i in range(ready)},
+                                "num_waiting_requests": {i: 0.0 if t < 100 else 40.0 for i in range(ready)}}
+    trace = _drive(slo_aware_policy, lambda t: 30.0, 300, start=2, metrics_at=growing)
+    times = [b[0] for a, b in zip(trace, trace[1:]) if a[1] != b[1]]
+    assert times and times[0] <= 100 + 2.0
+    assert all(t >= times[0] + SLO_AWARE.min_action_interval - 1e-9 for t in times[1:]), times
+
+
+def test_slo_downscale_is_not_pinned_by_one_spike() -> None:
+    # 8 replicas, a steady need of 2 and one 4 s spike inside the hold: at the hold's end the fleet
+    # is sized on the hold's 95th percentile (down to 4, the step cap); sized on its peak it keeps 7
+    spike = lambda t, ready: {"kv_utilization": {i: (6.0 if 250 <= t < 254 else 1.5) / max(ready, 1)
+                                                 for i in range(ready)},
+                              "compute_utilization": {i: 0.0 for i in range(ready)},
+                              "num_waiting_requests": {i: 0.0 for i in range(ready)}}
+    end_of_hold = lambda trace: {t: n for t, n, _ in trace}[SLO_AWARE.downscale_hold_s + 2.0]
+    assert end_of_hold(_drive(slo_aware_policy, lambda t: 0.0, 400, start=8, metrics_at=spike)) == 4
+    at_peak = lambda ctx: slo_aware_policy(ctx, SloAwareParams(downscale_quantile=1.0))
+    assert end_of_hold(_drive(at_peak, lambda t: 0.0, 400, start=8, metrics_at=spike)) > 4
+
+
 def test_slo_rests_between_actions() -> None:
     # a load that swings every 30 s: at most one non-urgent action per min_action_interval
     swing = lambda t, ready: {"kv_utilization": {i: (4.0 if (t // 30) % 2 else 1.0) / max(ready, 1)
@@ -200,6 +225,10 @@ def test_slo_params_validation_names_the_field() -> None:
         SloAwareParams(upscale_hold_s=-1.0)
     with pytest.raises(ValueError, match="urgent_waiting_per_replica"):
         SloAwareParams(urgent_waiting_per_replica=1.0)
+    with pytest.raises(ValueError, match="downscale_quantile"):
+        SloAwareParams(downscale_quantile=0.0)
+    with pytest.raises(ValueError, match="max_downscale_ratio"):
+        SloAwareParams(max_downscale_ratio=1.0)
     assert SloAwareParams(smoothing_window_s=3.0).upscale_hold == 6.0
 
 
