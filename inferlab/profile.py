@@ -9,7 +9,7 @@ simulator's linear step-time model to that file.
 Profile format: {"model", "device", "num_threads", "num_kv_tokens", "max_num_seqs",
 "max_num_batched_tokens", "block_size", "decode_group_size", "fit": {coefficients},
 "steps": [{num_prefill_tokens, num_decode_seqs, num_kv_tokens, num_decode_kv_slots,
-step_time_s}, ...]}.
+step_time_s}, ...]}, where step_time_s is the step's period (`profile_steps`).
 
 Also home of `replay`, which feeds a trace to the engine honouring arrival times (used
 by `inferlab bench sim-fidelity`).

@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                           replica=replica, cold_start_s=0.0)
     sim_capacity_rps = _capacity_rps(simulate(offline, step_model, fleet).records)
     print(f"simulator capacity: {sim_capacity_rps:.2f} req/s", flush=True)
-    out: dict[str, object] = {"device": str(next(model.parameters()).device), "capacity_rps": capacity_rps, "sim_capacity_rps": sim_capacity_rps,
-                              "step_model": step_model.name}
+    out: dict[str, object] = {"device": str(next(model.parameters()).device), "capacity_rps": capacity_rps,
+                              "sim_capacity_rps": sim_capacity_rps, "step_model": step_model.name}
     errors: list[float] = []
     corrected: list[float] = []
     noise: list[float] = []
