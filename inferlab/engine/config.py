@@ -27,6 +27,9 @@ class EngineConfig:
         enable_prefix_caching: reuse the KV of full blocks shared with earlier prompts.
         device: "cpu", "cuda", ... (None: the model's device).
         dtype: "float32", "bfloat16" or "float16" for the KV pool (the model's dtype is kept).
+        max_finished_requests: finished requests kept in `LLMEngine.finished` (None: all, for offline
+            runs; a server sets a bound so its memory stays flat).
+        max_step_records: step records kept in `LLMEngine.step_records` (None: all, for profiling).
     """
 
     max_num_seqs: int = 64
@@ -38,12 +41,18 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     device: str | None = None
     dtype: str = "float32"
+    max_finished_requests: int | None = None
+    max_step_records: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_kv_blocks", "max_model_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"EngineConfig.{name} must be an integer >= 1, got {value!r}")
+        for name in ("max_finished_requests", "max_step_records"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"EngineConfig.{name} must be None (keep all) or an integer >= 0, got {value!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"EngineConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:

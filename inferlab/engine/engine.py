@@ -5,17 +5,24 @@
 `RequestOutput`s (and calls each request's `on_token` callback) and appends a `StepRecord`
 (prefill tokens, decode sequences, KV tokens, step time) for profiling. Finished requests
 become `inferlab.metrics.RequestRecord`s through `records()`.
+
+Failure isolation: whatever goes wrong for one request inside a step (its forward chunk,
+its sampling, its stop check, its `on_token` callback) finishes that request with
+`FinishReason.ERROR` and a message; the other requests go on. `fail_all` is the last resort
+of a caller whose loop failed outside a step's guards. `finished` and `step_records` are
+`History` buffers, bounded by the config for long-running servers.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from inferlab.engine import stop as stop_rule
 from inferlab.engine.config import EngineConfig
+from inferlab.engine.history import EngineCounters, History, StepRecord
 from inferlab.engine.kv_cache import BlockAllocator, PagedBlockAllocator
 from inferlab.engine.request import FinishReason, Request, RequestOutput, RequestStatus, SamplingParams
 from inferlab.engine.runner import ModelRunner
@@ -25,28 +32,6 @@ from inferlab.model.llama import LlamaForCausalLM
 
 
 MAX_IDLE_STEPS = 8  # consecutive empty plans before unfinished requests are failed
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """What one engine step did and how long it took (input for `inferlab profile` and the simulator).
-
-    num_kv_tokens: tokens whose K/V are stored after the step (all running requests);
-    num_kv_blocks_used: blocks owned by running requests after the step;
-    num_decode_kv_slots: K/V slots the step's decode attention read, padding included
-    (`runner.decode_kv_slots`).
-    """
-
-    start_time_s: float
-    step_time_s: float
-    num_prefill_tokens: int
-    num_prefill_seqs: int
-    num_decode_seqs: int
-    num_kv_tokens: int
-    num_kv_blocks_used: int
-    num_running_seqs: int
-    num_preempted: int
-    num_decode_kv_slots: int = 0
 
 
 class LLMEngine:
@@ -78,8 +63,9 @@ class LLMEngine:
         self.scheduler = scheduler_factory(self.config, self.allocator)
         self.runner = ModelRunner(model, self.config)
         self.requests: dict[str, Request] = {}  # unfinished
-        self.finished: list[Request] = []
-        self.step_records: list[StepRecord] = []
+        self.finished: History = History(max_len=self.config.max_finished_requests)
+        self.step_records: History = History(max_len=self.config.max_step_records)
+        self.counters = EngineCounters()
         self._ids = itertools.count()
         self._num_idle_steps = 0
 
@@ -126,6 +112,7 @@ class LLMEngine:
                       on_token, max_total_tokens=max_total)
         self.requests[request_id] = req
         self.scheduler.add(req)
+        self.counters.num_requests += 1
         return request_id
 
     def abort(self, request_id: str) -> None:
@@ -134,6 +121,24 @@ class LLMEngine:
         if req is None:
             raise ValueError(f"unknown or already finished request id {request_id!r}")
         self._finish(req, FinishReason.ABORT, self.clock())
+
+    def fail_all(self, error: str) -> list[RequestOutput]:
+        """Finish every unfinished request with `FinishReason.ERROR` (a failed loop's last act).
+
+        Each request's bookkeeping and callback are guarded on their own, so one that fails
+        again cannot keep the others from hearing of the error.
+        """
+        outputs = []
+        for req in list(self.requests.values()):
+            try:
+                outputs.append(self._finish(req, FinishReason.ERROR, self.clock(), error))
+            except Exception:  # its state is broken: drop it, still tell its caller
+                self.requests.pop(req.request_id, None)
+                req.status, req.finish_reason, req.error = RequestStatus.FINISHED, FinishReason.ERROR, error
+                out = RequestOutput(req.request_id, (), self.clock(), True, FinishReason.ERROR, error)
+                self._notify(req, out)
+                outputs.append(out)
+        return outputs
 
     def has_unfinished(self) -> bool:
         return bool(self.requests)
@@ -166,10 +171,13 @@ class LLMEngine:
             if req.num_computed_tokens == req.num_tokens:
                 sampling.append(req)
                 rows.append(r)
-        tokens = self.runner.sample(logits[rows], sampling) if sampling else []
+        tokens = self._sample(logits[rows], sampling) if sampling else []
         now = self.clock()
         for req, token in zip(sampling, tokens):
-            outputs.append(self._append(req, token, now))
+            if isinstance(token, Exception):
+                outputs.append(self._finish(req, FinishReason.ERROR, now, f"sampling failed: {_describe(token)}"))
+            else:
+                outputs.append(self._append(req, token, now))
         for chunk in plan.chunks:
             if not chunk.request.is_finished:
                 self.allocator.cache_blocks(chunk.request.all_token_ids, chunk.request.block_table,
@@ -177,33 +185,60 @@ class LLMEngine:
         self._record(start, now, plan)
         return outputs
 
+    def _sample(self, logits, requests: list[Request]) -> list[int | Exception]:
+        """One batched draw; if it fails, one draw per request, so only the culprit fails."""
+        try:
+            return list(self.runner.sample(logits, requests))
+        except Exception:
+            tokens: list[int | Exception] = []
+            for r, req in enumerate(requests):
+                try:
+                    tokens.append(int(self.runner.sample(logits[r:r + 1], [req])[0]))
+                except Exception as exc:
+                    tokens.append(exc)
+            return tokens
+
     def _append(self, req: Request, token: int, now: float) -> RequestOutput:
         req.output_token_ids.append(token)
         req.token_times_s.append(now)
-        sp = req.sampling_params
-        reason = None
-        if (token == self.model.config.eos_token_id and not sp.ignore_eos) or token in sp.stop_token_ids:
-            reason = FinishReason.STOP
-        elif req.num_tokens >= req.max_total_tokens:
-            reason = FinishReason.LENGTH
+        try:
+            reason, stop_reason = stop_rule.check_stop(req, self.model.config.eos_token_id)
+        except Exception as exc:
+            return self._finish(req, FinishReason.ERROR, now, f"stop check failed: {_describe(exc)}", new_token=token)
         if reason is not None:
-            return self._finish(req, reason, now, new_token=token)
+            return self._finish(req, reason, now, new_token=token, stop_reason=stop_reason)
         out = RequestOutput(req.request_id, (token,), now, False)
-        if req.on_token is not None:
-            req.on_token(out)
+        if not self._notify(req, out):
+            return self._finish(req, FinishReason.ERROR, now, req.error)
         return out
 
     def _finish(self, req: Request, reason: FinishReason, now: float, error: str | None = None,
-                new_token: int | None = None) -> RequestOutput:
+                new_token: int | None = None, stop_reason: int | str | None = None) -> RequestOutput:
+        self.requests.pop(req.request_id, None)
+        req.status, req.finish_reason, req.error, req.finish_time_s = RequestStatus.FINISHED, reason, error, now
+        req.stop_reason = stop_reason
+        self.finished.append(req)
+        self.counters.num_finished += 1
+        self.counters.num_aborted += reason is FinishReason.ABORT
+        self.counters.num_errors += reason is FinishReason.ERROR
         self.scheduler.finish(req)
         self.runner.release(req)
-        req.status, req.finish_reason, req.error, req.finish_time_s = RequestStatus.FINISHED, reason, error, now
-        self.requests.pop(req.request_id, None)
-        self.finished.append(req)
-        out = RequestOutput(req.request_id, () if new_token is None else (new_token,), now, True, reason, error)
-        if req.on_token is not None:
-            req.on_token(out)
+        out = RequestOutput(req.request_id, () if new_token is None else (new_token,), now, True, reason, error,
+                            stop_reason)
+        self._notify(req, out)
         return out
+
+    def _notify(self, req: Request, out: RequestOutput) -> bool:
+        """Call the request's `on_token`; False (and `req.error` set) if the callback raised."""
+        if req.on_token is None:
+            return True
+        try:
+            req.on_token(out)
+            return True
+        except Exception as exc:
+            if not req.is_finished:
+                req.error = f"on_token callback failed: {_describe(exc)}"
+            return False
 
     def _record(self, start: float, now: float, plan: SchedulerOutput) -> None:
         running = [r for r in self.requests.values() if r.status is RequestStatus.RUNNING]
@@ -227,13 +262,17 @@ class LLMEngine:
         """Offline batch: submit all prompts now, run to completion; returns the requests in order."""
         params = sampling_params if isinstance(sampling_params, Sequence) else [sampling_params] * len(prompts)
         ids = [self.add_request(p, sp) for p, sp in zip(prompts, params)]
+        requests = [self.requests[i] for i in ids]  # held here: `finished` may be bounded
         self.run_until_done()
-        by_id = {r.request_id: r for r in self.finished}
-        return [by_id[i] for i in ids]
+        return requests
 
     def records(self) -> list[RequestRecord]:
         """Metrics records of finished requests that produced at least one token."""
         return [r.to_record() for r in self.finished if r.output_token_ids]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _num_stored_tokens(running: list[Request], block_size: int) -> int:

@@ -9,6 +9,7 @@ engine appends sampled tokens until a stop condition (FINISHED with a `FinishRea
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,9 +25,12 @@ class RequestStatus(enum.Enum):
 
 class FinishReason(enum.Enum):
     LENGTH = "length"  # max_tokens or the context length reached
-    STOP = "stop"  # EOS or a stop token id sampled
+    STOP = "stop"  # EOS, a stop token id or a stop string
     ABORT = "abort"  # aborted by the caller
     ERROR = "error"  # failed; `Request.error` says why
+
+
+MAX_SEED = 2**63 - 1  # a request's seed is an integer in [0, MAX_SEED]
 
 
 @dataclass(frozen=True)
@@ -35,24 +39,51 @@ class SamplingParams:
 
     Args:
         max_tokens: most tokens to generate (>= 1).
-        temperature: 0 means greedy (argmax); > 0 samples from softmax(logits / temperature).
+        temperature: 0 means greedy (argmax); > 0 samples from softmax(logits / temperature). Finite.
+        top_p: nucleus sampling: keep the smallest set of tokens whose probability reaches top_p, in (0, 1].
+        top_k: keep the top_k most likely tokens; 0 or -1 keeps all (vLLM's convention).
         ignore_eos: keep generating past EOS (benchmarks use it to fix output lengths).
         stop_token_ids: extra token ids that end generation (the token is kept in the output).
-        seed: seed for this request's sampler (temperature > 0); None draws from the global RNG.
+        stop: strings that end generation; the text from the stop string on is not returned (vLLM).
+        seed: seed for this request's sampler (temperature > 0), in [0, MAX_SEED]; None draws from the global RNG.
     """
 
     max_tokens: int = 16
     temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
     ignore_eos: bool = False
     stop_token_ids: tuple[int, ...] = ()
+    stop: tuple[str, ...] = ()
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
+        if not _is_int(self.max_tokens) or self.max_tokens < 1:
             raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        if not _is_real(self.temperature) or not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not _is_real(self.top_p) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not _is_int(self.top_k) or self.top_k < -1:
+            raise ValueError(f"top_k must be an integer >= 1, or 0 / -1 to keep every token, got {self.top_k!r}")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
+            raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
+        if not all(_is_int(t) and t >= 0 for t in self.stop_token_ids):
+            raise ValueError(f"stop_token_ids must be integers >= 0, got {self.stop_token_ids!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -65,6 +96,7 @@ class RequestOutput:
     is_finished: bool
     finish_reason: FinishReason | None = None
     error: str | None = None
+    stop_reason: int | str | None = None  # the stop token id or stop string that ended it
 
 
 @dataclass(eq=False)
@@ -87,6 +119,7 @@ class Request:
     finish_time_s: float | None = None
     finish_reason: FinishReason | None = None
     error: str | None = None
+    stop_reason: int | str | None = None  # the stop token id or stop string that ended it (None for EOS)
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens served by the prefix cache at the last admission
     num_preemptions: int = 0

@@ -40,6 +40,22 @@ def decode_kv_slots(context_lens: list[int], block_size: int, group_size: int = 
     return total
 
 
+def top_k_top_p(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """probs [vocab] with every token outside the top_k (k <= 0: all) and outside the smallest set
+    reaching top_p zeroed (unnormalized; `torch.multinomial` normalizes). The most likely token always stays."""
+    if top_k <= 0 and top_p >= 1.0:
+        return probs
+    sorted_probs, order = probs.sort(descending=True)
+    keep = torch.ones_like(sorted_probs, dtype=torch.bool)
+    if top_k > 0:
+        keep[top_k:] = False
+    if top_p < 1.0:
+        before = sorted_probs.cumsum(0) - sorted_probs  # mass of the more likely tokens
+        keep &= before < top_p
+    keep[0] = True
+    return torch.zeros_like(probs).scatter(0, order, sorted_probs * keep)
+
+
 def _gather(pool: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     """Blocks `tables` [...] of a pool [num_blocks, B, nkv, d] -> [..., B*nkv*d] (index_select: ~3x
     faster than advanced indexing on CPU)."""
@@ -168,7 +184,8 @@ class ModelRunner:
 
     def sample(self, logits: torch.Tensor, requests: list[Request]) -> list[int]:
         """Token ids from logits [len(requests), vocab]: argmax when temperature is 0, else a draw
-        from softmax(logits / temperature) with the request's own seeded generator."""
+        from softmax(logits / temperature), cut to the top_k tokens and the top_p nucleus, with the
+        request's own seeded generator."""
         tokens = logits.argmax(-1).tolist()
         for r, req in enumerate(requests):
             sp = req.sampling_params
@@ -176,7 +193,7 @@ class ModelRunner:
                 gen = self._generators.get(req.request_id)
                 if gen is None and sp.seed is not None:
                     gen = self._generators[req.request_id] = torch.Generator(logits.device).manual_seed(sp.seed)
-                probs = torch.softmax(logits[r] / sp.temperature, dim=-1)
+                probs = top_k_top_p(torch.softmax(logits[r] / sp.temperature, dim=-1), sp.top_k, sp.top_p)
                 tokens[r] = int(torch.multinomial(probs, 1, generator=gen))
         return tokens
 
