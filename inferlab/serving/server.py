@@ -1,136 +1,94 @@
 """`inferlab serve`: an OpenAI-compatible HTTP server in front of the engine.
 
-Flow: HTTP request -> `completions` validates the body (HTTP 400 naming the bad field) ->
-`AsyncEngine.submit` queues it on the `LLMEngine`, which steps in a background thread ->
-each new token comes back through the request's `on_token` callback onto its asyncio queue
--> JSON response, or Server-Sent Events (`data: {...}` chunks, then `data: [DONE]`).
-Routes: POST /v1/completions, GET /v1/models, GET /health.
+Flow: HTTP request -> `read_json` (size, Content-Type, charset, JSON) -> `openai_api`
+validates it into a `GenerationRequest` (a 4xx naming the bad field otherwise) ->
+`AsyncEngine.submit` (admission: 429 + Retry-After when the queue is full) queues it on the
+`LLMEngine`, which steps in a background thread -> tokens come back on an asyncio queue ->
+`Detokenizer` turns them into text -> a JSON response, or Server-Sent Events
+(`data: {...}` chunks, then `data: [DONE]`). Every error, whatever its status, is an OpenAI
+error object (`openai_api.error_body`).
+
+Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health
+(liveness of the engine loop), GET /ready (readiness: alive and admitting), GET /stats
+(counters), GET /openapi.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import json
-import threading
 import time
-import uuid
 from typing import Any
 
 from aiohttp import web
 
-from inferlab.engine import EngineConfig, FinishReason, LLMEngine, RequestOutput, SamplingParams
-from inferlab.model import tokenizer
+from inferlab.engine import EngineConfig, FinishReason, LLMEngine
+from inferlab.serving.async_engine import AdmissionConfig, AsyncEngine, EngineDead, Overloaded
+from inferlab.serving.detokenize import Detokenizer
+from inferlab.serving.openai_api import ApiError, GenerationRequest, Limits, error_body, parse_chat, parse_completion
+from inferlab.serving.openapi import openapi_document
+from inferlab.serving.responses import SSE_DONE, ResponseBuilder, sse
+
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: far above any prompt this kit's context holds
+SERVER_MAX_FINISHED = 256  # finished requests a server keeps for inspection (memory stays flat)
+SERVER_MAX_STEP_RECORDS = 4096
+ASYNC_ENGINE = web.AppKey("async_engine", AsyncEngine)  # the app's engine loop (tests inspect it)
 
 
-class AsyncEngine:
-    """Runs `LLMEngine.step()` in a background thread; hands tokens to asyncio queues."""
-
-    def __init__(self, engine: LLMEngine) -> None:
-        self.engine = engine
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, name="inferlab-engine", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop = True
-        self._wake.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop:
-            with self._lock:
-                busy = self.engine.has_unfinished()
-                if busy:
-                    self.engine.step()
-            if not busy:
-                self._wake.wait(0.1)
-                self._wake.clear()
-
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> tuple[str, asyncio.Queue]:
-        """Queue a request; its `RequestOutput`s arrive on the returned queue. Raises ValueError on bad input."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
-
-        def on_token(out: RequestOutput) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, out)
-
-        with self._lock:
-            rid = self.engine.add_request(prompt_ids, params, request_id=f"cmpl-{uuid.uuid4().hex}", on_token=on_token)
-        self._wake.set()
-        return rid, queue
-
-    def abort(self, request_id: str) -> None:
-        with self._lock:
-            if request_id in self.engine.requests:
-                self.engine.abort(request_id)
+def _error(status: int, message: str, param: str | None = None, headers: dict | None = None) -> web.Response:
+    return web.json_response(error_body(status, message, param), status=status, headers=headers)
 
 
-class BadRequest(ValueError):
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
+@web.middleware
+async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Every error answered in OpenAI's shape: aiohttp's own (404, 405, 413), ours, and crashes (500)."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.message, exc.param, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        param = "body" if exc.status == 413 else None
+        return _error(exc.status, exc.reason if exc.status != 413 else
+                      f"the request body is larger than {MAX_BODY_BYTES} bytes", param, _keep_headers(exc))
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:  # a bug: the client gets an error object, the server goes on
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
-def _error(status: int, message: str, param: str | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": status}}
-    return web.json_response(body, status=status)
+def _keep_headers(exc: web.HTTPException) -> dict:
+    return {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
 
 
-def _get(body: dict, name: str, kind: type | tuple, default: Any) -> Any:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise BadRequest(name, f"'{name}' must be {getattr(kind, '__name__', kind)}, got a boolean")
-    if not isinstance(value, kind):
-        raise BadRequest(name, f"'{name}' has the wrong type {type(value).__name__}")
-    return value
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON, or ApiError: 415 (Content-Type, charset), 413 (size), 400 (not JSON)."""
+    ctype = request.content_type
+    if request.headers.get("Content-Type") and not (ctype == "application/json" or ctype.endswith("+json")):
+        raise ApiError(415, f"Content-Type must be application/json, got {ctype!r}", "Content-Type")
+    charset = request.charset or "utf-8"
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise ApiError(415, f"unknown charset {charset!r} in Content-Type", "Content-Type") from None
+    raw = await request.read()  # aiohttp raises 413 past client_max_size
+    try:
+        return json.loads(raw.decode(charset))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON ({type(exc).__name__})", "body") from None
 
 
-def parse_completion_request(body: Any, vocab_size: int) -> tuple[list[int], SamplingParams, bool, bool]:
-    """Body of POST /v1/completions -> (prompt ids, sampling params, stream, include_usage). Raises BadRequest."""
-    if not isinstance(body, dict):
-        raise BadRequest("body", "the request body must be a JSON object")
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-        prompt = prompt[0]  # a batch of one
-    if isinstance(prompt, str):
-        ids = tokenizer.encode(prompt)
-    elif isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        ids = list(prompt)
-        if any(not 0 <= t < vocab_size for t in ids):
-            raise BadRequest("prompt", f"prompt token ids must be in [0, {vocab_size})")
-    else:
-        raise BadRequest("prompt", "'prompt' must be a string or a list of token ids (one prompt per request)")
-    if not ids:
-        raise BadRequest("prompt", "'prompt' is empty")
-    max_tokens = _get(body, "max_tokens", int, 16)
-    if max_tokens < 1:
-        raise BadRequest("max_tokens", f"'max_tokens' must be >= 1, got {max_tokens}")
-    temperature = _get(body, "temperature", (int, float), 1.0)
-    if temperature < 0:
-        raise BadRequest("temperature", f"'temperature' must be >= 0, got {temperature}")
-    stop_ids = _get(body, "stop_token_ids", list, [])
-    if not all(isinstance(t, int) for t in stop_ids):
-        raise BadRequest("stop_token_ids", "'stop_token_ids' must be a list of integers")
-    params = SamplingParams(max_tokens=max_tokens, temperature=float(temperature),
-                            ignore_eos=_get(body, "ignore_eos", bool, False), stop_token_ids=tuple(stop_ids),
-                            seed=_get(body, "seed", int, None))
-    stream = _get(body, "stream", bool, False)
-    include_usage = bool(_get(body, "stream_options", dict, {}).get("include_usage", False))
-    return ids, params, stream, include_usage
-
-
-def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny") -> web.Application:
-    """The aiohttp application serving `engine` (started and stopped with the app)."""
-    app = web.Application()
-    runner = AsyncEngine(engine)
-    vocab = engine.model.config.vocab_size
+def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
+              admission: AdmissionConfig | None = None) -> web.Application:
+    """The aiohttp application serving `engine` (its loop started and stopped with the app)."""
+    app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY_BYTES)
+    runner = AsyncEngine(engine, admission)
+    app[ASYNC_ENGINE] = runner
+    limits = Limits(model_name, engine.model.config.vocab_size, engine.config.max_model_len,
+                    engine.config.num_kv_slots)
 
     async def on_startup(_app: web.Application) -> None:
         runner.start()
@@ -139,7 +97,24 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny") -> web.Appli
         runner.stop()
 
     async def health(_request: web.Request) -> web.Response:
+        if not runner.is_alive:
+            return _error(503, f"the engine loop is not running: {runner.last_error}")
         return web.json_response({"status": "ok"})
+
+    async def ready(_request: web.Request) -> web.Response:
+        if not runner.is_alive:
+            return _error(503, f"the engine loop is not running: {runner.last_error}")
+        try:
+            runner._admit(0)
+        except Overloaded as exc:
+            return _error(503, f"not admitting requests: {exc}")
+        return web.json_response({"status": "ready"})
+
+    async def stats(_request: web.Request) -> web.Response:
+        return web.json_response(runner.stats())
+
+    async def openapi(_request: web.Request) -> web.Response:
+        return web.json_response(openapi_document(model_name))
 
     async def models(_request: web.Request) -> web.Response:
         card = {"id": model_name, "object": "model", "created": 0, "owned_by": "inferlab",
@@ -147,70 +122,78 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny") -> web.Appli
         return web.json_response({"object": "list", "data": [card]})
 
     async def completions(request: web.Request) -> web.StreamResponse:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "the request body is not valid JSON", "body")
-        try:
-            if isinstance(body, dict) and body.get("model") not in (None, model_name):
-                return _error(404, f"model {body.get('model')!r} does not exist; this server serves {model_name!r}",
-                              "model")
-            ids, params, stream, include_usage = parse_completion_request(body, vocab)
-            rid, queue = runner.submit(ids, params)
-        except BadRequest as exc:
-            return _error(400, str(exc), exc.param)
-        except ValueError as exc:  # the engine's own checks (context length, pool size)
-            return _error(400, str(exc), "prompt")
-        created = int(time.time())
-        base = {"id": rid, "object": "text_completion", "created": created, "model": model_name}
-        usage = {"prompt_tokens": len(ids), "completion_tokens": 0}
+        return await _generate(request, parse_completion(await read_json(request), limits))
 
-        def chunk(text: str, token_ids: list[int], reason: FinishReason | None) -> dict:
-            choice = {"index": 0, "text": text, "token_ids": token_ids, "logprobs": None,
-                      "finish_reason": None if reason is None else reason.value}
-            return {**base, "choices": [choice]}
+    async def chat_completions(request: web.Request) -> web.StreamResponse:
+        return await _generate(request, parse_chat(await read_json(request), limits))
 
-        if not stream:
+    async def _generate(request: web.Request, gen: GenerationRequest) -> web.StreamResponse:
+        def is_disconnected() -> bool:  # read by the engine thread before every step
+            transport = request.transport
+            return transport is None or transport.is_closing()
+
+        try:
+            rid, queue = runner.submit(gen.prompt_token_ids, gen.params, is_disconnected)
+        except Overloaded as exc:
+            raise ApiError(429, str(exc), None, {"Retry-After": str(exc.retry_after_s)}) from None
+        except EngineDead as exc:
+            raise ApiError(503, f"the engine loop is not running: {exc}") from None
+        except ValueError as exc:  # the engine's own checks
+            raise ApiError(400, str(exc), "messages" if gen.is_chat else "prompt") from None
+        build = ResponseBuilder(rid, model_name, int(time.time()), gen.is_chat, len(gen.prompt_token_ids))
+        detok = Detokenizer(gen.params.stop)
+        try:
+            if gen.stream:
+                return await _stream(request, queue, build, detok, gen.include_usage)
             tokens: list[int] = []
-            try:
-                while True:
-                    out = await queue.get()
-                    tokens.extend(out.new_token_ids)
-                    if out.is_finished:
-                        break
-            except asyncio.CancelledError:
-                runner.abort(rid)
-                raise
-            if out.finish_reason is FinishReason.ERROR:
-                return _error(500, f"generation failed: {out.error}")
-            usage.update(completion_tokens=len(tokens), total_tokens=len(ids) + len(tokens))
-            return web.json_response({**chunk(tokenizer.decode(tokens), tokens, out.finish_reason), "usage": usage})
-
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
-        try:
             while True:
                 out = await queue.get()
-                usage["completion_tokens"] += len(out.new_token_ids)
-                if out.finish_reason is FinishReason.ERROR:
-                    await resp.write(f"data: {json.dumps({'error': {'message': out.error}})}\n\n".encode())
-                    break
-                payload = chunk(tokenizer.decode(list(out.new_token_ids)), list(out.new_token_ids), out.finish_reason)
-                await resp.write(f"data: {json.dumps(payload)}\n\n".encode())
+                tokens.extend(out.new_token_ids)
+                detok.add(out.new_token_ids)
                 if out.is_finished:
                     break
-            if include_usage:
-                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-                await resp.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
-            await resp.write(b"data: [DONE]\n\n")
-        except (asyncio.CancelledError, ConnectionResetError):
-            runner.abort(rid)
-            raise
+        finally:
+            runner.abort(rid)  # no-op when finished; frees the request if this handler was cancelled
+        if out.finish_reason is FinishReason.ERROR:
+            raise ApiError(500, f"generation failed: {out.error}")
+        if out.finish_reason is FinishReason.ABORT:
+            raise ApiError(503, "the request was aborted")
+        detok.finish(out.stop_reason if isinstance(out.stop_reason, str) else None)
+        return web.json_response(build.whole(detok.text, tokens, out.finish_reason, out.stop_reason))
+
+    async def _stream(request: web.Request, queue: asyncio.Queue, build: ResponseBuilder, detok: Detokenizer,
+                      include_usage: bool) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        num_tokens, first = 0, True
+        while True:
+            out = await queue.get()
+            ids = list(out.new_token_ids)
+            num_tokens += len(ids)
+            if out.finish_reason in (FinishReason.ERROR, FinishReason.ABORT):
+                await resp.write(sse(error_body(500, f"generation failed: {out.error or 'aborted'}")))
+                break
+            text = detok.add(ids)
+            if out.is_finished:
+                text += detok.finish(out.stop_reason if isinstance(out.stop_reason, str) else None)
+            await resp.write(build.chunk(text, ids, out.finish_reason, out.stop_reason if out.is_finished else None,
+                                         first))
+            first = False
+            if out.is_finished:
+                break
+        if include_usage:
+            await resp.write(build.usage_chunk(num_tokens))
+        await resp.write(SSE_DONE)
         return resp
 
     app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/stats", stats)
+    app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions", chat_completions)
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
@@ -230,12 +213,12 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=d.dtype)
 
 
-def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
+def engine_config_from_args(args: argparse.Namespace, **bounds: int | None) -> EngineConfig:
     return EngineConfig(
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         block_size=args.block_size, num_kv_blocks=args.num_kv_blocks, max_model_len=args.max_model_len,
         enable_chunked_prefill=not args.no_chunked_prefill, enable_prefix_caching=not args.no_prefix_caching,
-        device=args.device, dtype=args.dtype)
+        device=args.device, dtype=args.dtype, **bounds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,17 +227,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--served-model-name", default=None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-waiting", type=int, default=None,
+                        help="most requests waiting for a slot before new ones get 429 (default: no limit)")
+    parser.add_argument("--max-waiting-tokens", type=int, default=None,
+                        help="most prompt tokens waiting before new requests get 429 (default: no limit)")
+    parser.add_argument("--max-finished-requests", type=int, default=SERVER_MAX_FINISHED,
+                        help="finished requests kept in memory (-1: all, the unbounded pre-fix behaviour)")
+    parser.add_argument("--max-step-records", type=int, default=SERVER_MAX_STEP_RECORDS,
+                        help="step records kept in memory (-1: all)")
     add_engine_args(parser)
     args = parser.parse_args(argv)
     from inferlab.model import ensure_checkpoint
 
     model_dir = args.model_dir or str(ensure_checkpoint("tiny"))
     try:
-        config = engine_config_from_args(args)
+        admission = AdmissionConfig(max_waiting=args.max_waiting, max_waiting_tokens=args.max_waiting_tokens)
+        config = engine_config_from_args(
+            args, max_finished_requests=None if args.max_finished_requests == -1 else args.max_finished_requests,
+            max_step_records=None if args.max_step_records == -1 else args.max_step_records)
         engine = LLMEngine.from_checkpoint(model_dir, config)
     except ValueError as exc:
         parser.error(str(exc))
     name = args.served_model_name or model_dir
     print(f"serving {name} on http://{args.host}:{args.port}", flush=True)
-    web.run_app(build_app(engine, name), host=args.host, port=args.port, print=None)
+    web.run_app(build_app(engine, name, admission), host=args.host, port=args.port, print=None)
     return 0
