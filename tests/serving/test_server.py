@@ -2,49 +2,17 @@
 
 import asyncio
 import json
-import socket
-import threading
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from inferlab.engine import EngineConfig, LLMEngine
-from inferlab.model import build_model, generate_greedy
+from inferlab.model import generate_greedy
 from inferlab.serving import loadgen
-from inferlab.serving.server import build_app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def server():
-    model = build_model("tiny")
-    engine = LLMEngine(model, EngineConfig(max_num_seqs=8, max_num_batched_tokens=256, num_kv_blocks=256,
-                                           max_model_len=512))
-    port = _free_port()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(build_app(engine, "tiny"))
-    ready = threading.Event()
-
-    def serve():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    yield f"http://127.0.0.1:{port}", model
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+def server(served, tiny):
+    return served.base, tiny
 
 
 def _call(method, url, body=None):
