@@ -105,6 +105,15 @@ class AsyncEngine:
 
     # ---- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._run()
+        finally:  # however the loop ends (given up, stopped, or killed by a BaseException), nobody waits forever
+            self._stop = True
+            with self._lock:
+                self.engine.fail_all(self.last_error or "the engine loop stopped")
+                self._watch.clear()
+
+    def _run(self) -> None:
         consecutive = 0
         while not self._stop:
             try:
@@ -113,7 +122,7 @@ class AsyncEngine:
                     busy = self.engine.has_unfinished()
                     if busy:
                         self.engine.step()
-                consecutive = 0
+                        consecutive = 0
             except Exception as exc:  # outside the engine's per-request guards: fail everyone in flight
                 consecutive += 1
                 self.num_loop_failures += 1
@@ -123,8 +132,8 @@ class AsyncEngine:
                     self.engine.fail_all(self.last_error)
                     self._watch.clear()
                 if consecutive >= self.admission.max_loop_failures:
-                    self._stop = True  # /health turns 503; the process is for its supervisor to restart
-                    return
+                    self.last_error += f" ({consecutive} times in a row: the loop gave up)"
+                    return  # /health turns 503; restarting the process is for its supervisor
                 busy = False
             self.last_step_end_s = time.monotonic()
             if not busy:

@@ -52,10 +52,11 @@ class Detokenizer:
         return self._text[:self._num_sent]
 
     def _held_for_stop(self) -> int:
-        """Length of the longest tail of the text that is a proper prefix of a stop string."""
+        """Length of the longest tail of the text that is a prefix of a stop string (or the whole
+        string: the engine ends the request on that token, and `finish` cuts it)."""
         longest = 0
         for s in self._stop:
-            for n in range(min(len(s) - 1, len(self._text)), longest, -1):
+            for n in range(min(len(s), len(self._text)), longest, -1):
                 if self._text.endswith(s[:n]):
                     longest = n
                     break

@@ -165,6 +165,14 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
                       include_usage: bool) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
+        try:
+            await _events(resp, queue, build, detok, include_usage)
+        except ConnectionResetError:  # the client left; the engine thread aborts the request
+            pass
+        return resp
+
+    async def _events(resp: web.StreamResponse, queue: asyncio.Queue, build: ResponseBuilder, detok: Detokenizer,
+                      include_usage: bool) -> None:
         num_tokens, first = 0, True
         while True:
             out = await queue.get()
@@ -184,7 +192,6 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
         if include_usage:
             await resp.write(build.usage_chunk(num_tokens))
         await resp.write(SSE_DONE)
-        return resp
 
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
