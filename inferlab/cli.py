@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("inferlab.costmodel.plan", "choose a TP/PP layout for a model on a GPU cluster"),
     "serve": ("inferlab.serving.server", "OpenAI-compatible server for the reference engine"),
     "loadgen": ("inferlab.serving.loadgen", "load generator for any OpenAI-compatible endpoint"),
-    "bench": ("inferlab.bench.main", "benchmarks: engine, sim-fidelity, sim-speed"),
+    "bench": ("inferlab.bench.main", "benchmarks: engine, sim-fidelity, sim-speed, soak, fuzz"),
     "profile": ("inferlab.profile", "profile the real engine's step times for the simulator"),
     "simulate": ("inferlab.sim.main", "simulate a fleet on a trace with an autoscaler and router"),
 }

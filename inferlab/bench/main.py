@@ -14,6 +14,8 @@ BENCHMARKS: dict[str, str] = {
     "engine": "inferlab.bench.engine_bench",
     "sim-fidelity": "inferlab.bench.sim_fidelity",
     "sim-speed": "inferlab.bench.sim_speed",
+    "soak": "inferlab.bench.soak",
+    "fuzz": "inferlab.bench.fuzz",
 }
 
 
