@@ -14,16 +14,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import time
 
 import aiohttp
-import psutil
 
 from inferlab.bench.serverproc import server_process
 
 VARIANTS = {"bounded": [], "unbounded": ["--max-finished-requests", "-1", "--max-step-records", "-1"]}
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def _slope(points: list[tuple[int, int]]) -> float:
@@ -37,7 +46,6 @@ def _slope(points: list[tuple[int, int]]) -> float:
 
 
 async def _drive(base: str, pid: int, args: argparse.Namespace, rng: random.Random) -> dict:
-    proc = psutil.Process(pid)
     counts = {"ok": 0, "lost": 0, "disconnected": 0}
     samples: list[tuple[int, int]] = []
     end = time.monotonic() + args.minutes * 60
@@ -68,7 +76,7 @@ async def _drive(base: str, pid: int, args: argparse.Namespace, rng: random.Rand
         while time.monotonic() < end:
             done = counts["ok"] + counts["lost"] + counts["disconnected"]
             if done >= args.warmup_requests:
-                samples.append((done, proc.memory_info().rss))
+                samples.append((done, rss_bytes(pid)))
             await asyncio.sleep(1.0)
 
     timeout = aiohttp.ClientTimeout(total=120)
@@ -112,7 +120,7 @@ def main(argv: list[str]) -> int:
     if args.minutes <= 0 or args.concurrency < 1 or not 0 <= args.disconnect_fraction < 1:
         parser.error("--minutes must be > 0, --concurrency >= 1, --disconnect-fraction in [0, 1)")
     rows = [run_variant(n, args) for n in names]
-    machine = f"{platform.machine()}, {psutil.cpu_count()} CPUs, {platform.python_version()}"
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
     print(f"soak on {machine}: {args.concurrency} clients, {args.disconnect_fraction:.0%} hang up")
     print(f"{'variant':<10} {'min':>5} {'requests':>9} {'hung up':>8} {'lost':>5} {'RSS warm MB':>12} "
           f"{'RSS end MB':>11} {'MB/1000 req':>12} {'blocks free':>12}")
