@@ -6,6 +6,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from typing import Iterator
@@ -21,14 +22,16 @@ def free_port() -> int:
 def server_process(args: list[str], startup_timeout_s: float = 180.0) -> Iterator[tuple[str, subprocess.Popen]]:
     """Start `python -m inferlab serve --port P *args`; yields (base URL, process) once /health answers 200."""
     port = free_port()
+    log = tempfile.TemporaryFile("w+")  # a file, not a pipe: an unread pipe would fill and stall the server
     proc = subprocess.Popen([sys.executable, "-m", "inferlab", "serve", "--port", str(port), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=log, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + startup_timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"inferlab serve exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"inferlab serve exited with {proc.returncode}: {log.read()[-2000:]}")
             try:
                 with urllib.request.urlopen(base + "/health", timeout=2) as r:
                     if r.status == 200:
@@ -46,3 +49,4 @@ def server_process(args: list[str], startup_timeout_s: float = 180.0) -> Iterato
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+        log.close()

@@ -48,6 +48,7 @@ def _slope(points: list[tuple[int, int]]) -> float:
 async def _drive(base: str, pid: int, args: argparse.Namespace, rng: random.Random) -> dict:
     counts = {"ok": 0, "lost": 0, "disconnected": 0}
     samples: list[tuple[int, int]] = []
+    lost: list[str] = []
     end = time.monotonic() + args.minutes * 60
 
     async def client(session: aiohttp.ClientSession) -> None:
@@ -58,7 +59,8 @@ async def _drive(base: str, pid: int, args: argparse.Namespace, rng: random.Rand
                     "stream": rng.random() < 0.5}
             if rng.random() < args.disconnect_fraction:
                 try:  # hang up mid-request
-                    await asyncio.wait_for(session.post(base + "/v1/completions", json=body), 0.02)
+                    resp = await asyncio.wait_for(session.post(base + "/v1/completions", json=body), 0.02)
+                    resp.close()
                 except asyncio.TimeoutError:
                     pass
                 counts["disconnected"] += 1
@@ -68,9 +70,11 @@ async def _drive(base: str, pid: int, args: argparse.Namespace, rng: random.Rand
                     text = await r.text()
                 ok = r.status == 200 and (body["stream"] and text.rstrip().endswith("data: [DONE]") or
                                           not body["stream"] and json.loads(text)["usage"]["completion_tokens"] == num_out)
-            except (aiohttp.ClientError, ValueError, KeyError):
-                ok = False
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+                ok, text = False, f"{type(exc).__name__}: {exc}"
             counts["ok" if ok else "lost"] += 1
+            if not ok and len(lost) < 5:
+                lost.append(f"{body} -> {text[:200]}")
 
     async def sampler() -> None:
         while time.monotonic() < end:
@@ -85,7 +89,7 @@ async def _drive(base: str, pid: int, args: argparse.Namespace, rng: random.Rand
         await asyncio.sleep(0.5)  # let the hung-up requests be aborted
         async with session.get(base + "/stats") as r:
             stats = await r.json()
-    return {"counts": counts, "samples": samples, "stats": stats}
+    return {"counts": counts, "samples": samples, "stats": stats, "lost": lost}
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:
@@ -93,6 +97,8 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     with server_process(flags) as (base, proc):
         out = asyncio.run(_drive(base, proc.pid, args, random.Random(args.seed)))
     samples, c, stats = out["samples"], out["counts"], out["stats"]
+    for line in out["lost"]:
+        print(f"  lost ({name}): {line}", flush=True)
     growth_mb = _slope(samples) * 1000 / 2**20
     return {"variant": name, "minutes": args.minutes, "num_requests": sum(c.values()), "num_ok": c["ok"],
             "num_disconnected": c["disconnected"], "num_lost": c["lost"],

@@ -174,17 +174,26 @@ class AsyncEngine:
         self._wake.set()
         return rid, queue
 
-    def _admit(self, num_prompt_tokens: int) -> None:
+    def admission_problem(self) -> str | None:
+        """Why a new request would get 429 now (None: it would be admitted)."""
+        with self._lock:
+            try:
+                self._admit(0, count=False)
+            except Overloaded as exc:
+                return str(exc)
+        return None
+
+    def _admit(self, num_prompt_tokens: int, count: bool = True) -> None:
         a = self.admission
         if a.max_waiting is None and a.max_waiting_tokens is None:
             return
         waiting = [r for r in self.engine.requests.values() if r.status is RequestStatus.WAITING]
         if a.max_waiting is not None and len(waiting) >= a.max_waiting:
-            self.num_rejected += 1
+            self.num_rejected += count
             raise Overloaded(f"{len(waiting)} requests are waiting (--max-waiting {a.max_waiting})", a.retry_after_s)
         queued = sum(r.num_prompt_tokens for r in waiting)
         if a.max_waiting_tokens is not None and queued + num_prompt_tokens > a.max_waiting_tokens:
-            self.num_rejected += 1
+            self.num_rejected += count
             raise Overloaded(f"{queued} prompt tokens are waiting; {num_prompt_tokens} more would exceed "
                              f"--max-waiting-tokens {a.max_waiting_tokens}", a.retry_after_s)
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import codecs
+import faulthandler
 import json
+import signal
 import time
 from typing import Any
 
@@ -104,10 +106,9 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
     async def ready(_request: web.Request) -> web.Response:
         if not runner.is_alive:
             return _error(503, f"the engine loop is not running: {runner.last_error}")
-        try:
-            runner._admit(0)
-        except Overloaded as exc:
-            return _error(503, f"not admitting requests: {exc}")
+        problem = runner.admission_problem()
+        if problem is not None:
+            return _error(503, f"not admitting requests: {problem}")
         return web.json_response({"status": "ready"})
 
     async def stats(_request: web.Request) -> web.Response:
@@ -164,8 +165,8 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
     async def _stream(request: web.Request, queue: asyncio.Queue, build: ResponseBuilder, detok: Detokenizer,
                       include_usage: bool) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
         try:
+            await resp.prepare(request)
             await _events(resp, queue, build, detok, include_usage)
         except ConnectionResetError:  # the client left; the engine thread aborts the request
             pass
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     name = args.served_model_name or model_dir
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack (a stuck server)
     print(f"serving {name} on http://{args.host}:{args.port}", flush=True)
     web.run_app(build_app(engine, name, admission), host=args.host, port=args.port, print=None)
     return 0

@@ -110,7 +110,8 @@ def test_disconnect_aborts_within_a_step_and_frees_blocks(tiny, stream):
         (req,) = engine.finished
         late = sum(1 for t in req.token_times_s if t > disconnected_s)
         assert req.finish_reason.value == "abort" and req.num_output_tokens < 400
-        assert late <= 3, f"{late} tokens generated after the client left"  # measured: 0-1
+        print(f"disconnect (stream={stream}): {late} tokens generated after the client left")
+        assert late <= 3, f"{late} tokens generated after the client left"  # one step in flight, plus slack
         stats = s.call("GET", "/stats")[1]
         assert stats["num_aborted"] == 1 and stats["num_running"] == stats["num_waiting"] == 0
         assert stats["num_free_kv_blocks"] == CONFIG.num_kv_blocks
