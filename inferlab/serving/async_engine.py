@@ -197,8 +197,10 @@ class AsyncEngine:
             raise Overloaded(f"{queued} prompt tokens are waiting; {num_prompt_tokens} more would exceed "
                              f"--max-waiting-tokens {a.max_waiting_tokens}", a.retry_after_s)
 
-    def abort(self, request_id: str) -> None:
+    def abort(self, request_id: str, disconnected: bool = False) -> None:
+        """Abort a request if still unfinished (counted as a disconnect abort when `disconnected`)."""
         with self._lock:
             self._watch.pop(request_id, None)
             if request_id in self.engine.requests:
                 self.engine.abort(request_id)
+                self.num_disconnect_aborts += disconnected

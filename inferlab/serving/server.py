@@ -154,7 +154,8 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
                 if out.is_finished:
                     break
         finally:
-            runner.abort(rid)  # no-op when finished; frees the request if this handler was cancelled
+            # no-op when finished; frees the request when the handler ends early (its client left)
+            runner.abort(rid, disconnected=is_disconnected())
         if out.finish_reason is FinishReason.ERROR:
             raise ApiError(500, f"generation failed: {out.error}")
         if out.finish_reason is FinishReason.ABORT:
