@@ -20,6 +20,7 @@ from inferlab.engine.scheduler import ScheduledChunk
 from inferlab.model.llama import LlamaForCausalLM, attend, rope_cos_sin
 
 
+SAMPLING_EPS = 1e-5  # temperatures below this are greedy (vLLM's rule): logits / 1e-300 overflow to inf -> NaN
 DECODE_GROUP_SIZE = 32  # decode rows per attention call; each group is padded to its longest context
 
 
@@ -183,13 +184,13 @@ class ModelRunner:
         return groups
 
     def sample(self, logits: torch.Tensor, requests: list[Request]) -> list[int]:
-        """Token ids from logits [len(requests), vocab]: argmax when temperature is 0, else a draw
+        """Token ids from logits [len(requests), vocab]: argmax when temperature < SAMPLING_EPS, else a draw
         from softmax(logits / temperature), cut to the top_k tokens and the top_p nucleus, with the
         request's own seeded generator."""
         tokens = logits.argmax(-1).tolist()
         for r, req in enumerate(requests):
             sp = req.sampling_params
-            if sp.temperature > 0:
+            if sp.temperature >= SAMPLING_EPS:
                 gen = self._generators.get(req.request_id)
                 if gen is None and sp.seed is not None:
                     gen = self._generators[req.request_id] = torch.Generator(logits.device).manual_seed(sp.seed)

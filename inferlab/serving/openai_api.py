@@ -132,6 +132,15 @@ def json_repr(value: Any, max_chars: int = 60) -> str:
     return text if len(text) <= max_chars else text[:max_chars] + "..."
 
 
+def _utf8(text: str, param: str) -> str:
+    """`text` if it encodes to UTF-8 (JSON can carry lone surrogates, which cannot be tokenized)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(param, f"'{param}' contains a lone UTF-16 surrogate, which is not text") from None
+    return text
+
+
 def _check_fields(body: Any, allowed: dict) -> dict:
     if not isinstance(body, dict):
         raise _bad("body", f"the request body must be a JSON object, got {type(body).__name__}")
@@ -175,6 +184,7 @@ def _sampling(body: dict, limits: Limits, prompt_field: str, num_prompt_tokens: 
     stop = [stop] if isinstance(stop, str) else stop if stop is not None else []
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
         raise _bad("stop", f"'stop' must be a non-empty string or a list of them, got {json_repr(body.get('stop'))}")
+    stop = [_utf8(s, "stop") for s in stop]
     stop_ids = _field(body, "stop_token_ids", lambda v: isinstance(v, list) and all(
         _is_int(t) and 0 <= t < limits.vocab_size for t in v), f"a list of token ids in [0, {limits.vocab_size})", [])
     ignore_eos = _field(body, "ignore_eos", lambda v: isinstance(v, bool), "a boolean", False)
@@ -202,7 +212,7 @@ def parse_completion(body: Any, limits: Limits) -> GenerationRequest:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]  # a batch of one
     if isinstance(prompt, str):
-        ids = tokenizer.encode(prompt)
+        ids = tokenizer.encode(_utf8(prompt, "prompt"))
     elif isinstance(prompt, list) and all(_is_int(t) for t in prompt):
         ids = list(prompt)
         if any(not 0 <= t < limits.vocab_size for t in ids):
@@ -247,6 +257,7 @@ def _message(m: Any, i: int) -> ChatMessage:
         content = "".join(p["text"] for p in content)
     if not isinstance(content, str):
         raise _bad(f"{where}.content", f"'{where}.content' must be a string or a list of text parts")
+    _utf8(content, f"{where}.content")
     if "name" in m and not isinstance(m["name"], str):
         raise _bad(f"{where}.name", f"'{where}.name' must be a string")
     return ChatMessage(m["role"], content)

@@ -136,6 +136,14 @@ def test_top_k_1_and_tiny_top_p_are_greedy_and_seed_repeats(tiny_model, greedy_r
     assert reqs[2].output_token_ids == reqs[3].output_token_ids != ref  # hot and seeded: same draw, not greedy
 
 
+def test_a_vanishing_temperature_is_greedy_not_nan(tiny_model, greedy_ref):
+    # found by `inferlab bench fuzz`: logits / 1e-300 overflow to inf, softmax gives NaN, sampling raised
+    engine = LLMEngine(tiny_model, CONFIG)
+    reqs = engine.generate([[3, 4, 5]] * 2, [SamplingParams(max_tokens=6, temperature=t, ignore_eos=True)
+                                             for t in (1e-300, 1e-87)])
+    assert all(r.finish_reason is FinishReason.LENGTH and r.output_token_ids == greedy_ref([3, 4, 5], 6) for r in reqs)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"temperature": float("inf")}, "temperature"), ({"temperature": float("nan")}, "temperature"),
     ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"), ({"top_k": -2}, "top_k"), ({"seed": -1}, "seed"),
