@@ -137,3 +137,14 @@ def test_admission_answers_429_with_retry_after(tiny):
         assert s.call("GET", "/ready")[0] == 200
         status, body, _ = s.call("POST", "/v1/completions", {"prompt": [7] * 101, "max_tokens": 2})
         assert status == 429 and "max-waiting-tokens" in body["error"]["message"]  # one prompt over the token bound
+
+
+def test_a_crash_in_a_handler_is_a_json_500_and_the_server_goes_on(served, monkeypatch):
+    import inferlab.serving.server as server
+
+    monkeypatch.setattr(server, "parse_completion", lambda body, limits: 1 / 0)
+    status, body, _ = served.call("POST", "/v1/completions", {"prompt": "x"})
+    assert status == 500 and body["error"]["type"] == "server_error" and "ZeroDivisionError" in body["error"]["message"]
+    monkeypatch.undo()
+    assert served.call("GET", "/health")[0] == 200
+    assert served.call("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2})[0] == 200
