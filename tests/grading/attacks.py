@@ -123,11 +123,18 @@ STUDENTS: dict[str, dict[str, dict[str, str]]] = {
     "lab0_baseline": {
         "delegate-import+noisy": {"metric_functions": METRICS_IMPORT, "roofline": ROOFLINE_NOISY},
         "delegate-dynamic+patch-at-call": {"metric_functions": METRICS_DYNAMIC, "roofline": ROOFLINE_PATCH_AT_CALL},
-        "patch-top": {"metric_functions": METRICS_PATCH_TOP},
-        "ipython-transformer+hook": {"metric_functions": METRICS_TRANSFORMER, "roofline": ROOFLINE_HOOK},
+        "patch-top+transformer+hook": {"metric_functions": METRICS_PATCH_TOP + METRICS_TRANSFORMER[len(_WRONG_METRICS):],
+                                       "roofline": ROOFLINE_HOOK},
     },
     "lab3_batching": {
         "delegate-subclass": {"scheduler": SCHEDULER_SUBCLASS, "allocator": ALLOCATOR_DYNAMIC},
+    },
+}
+# Each IPython attack alone (graded only with nbgrader's kernel, for the README's "before" column).
+BEFORE_ONLY = {
+    "lab0_baseline": {
+        "transformer-only": {"metric_functions": METRICS_TRANSFORMER},
+        "hook-only": {"roofline": ROOFLINE_HOOK},
     },
 }
 
@@ -135,8 +142,7 @@ STUDENTS: dict[str, dict[str, dict[str, str]]] = {
 EXPECTED_AFTER: dict[str, dict[str, float]] = {
     "delegate-import+noisy": {"metric_functions": 0, "roofline": 4},
     "delegate-dynamic+patch-at-call": {"metric_functions": 0, "roofline": 0},
-    "patch-top": {"metric_functions": 0, "roofline": 4},
-    "ipython-transformer+hook": {"metric_functions": 0, "roofline": 0},
+    "patch-top+transformer+hook": {"metric_functions": 0, "roofline": 0},
     "delegate-subclass": {"allocator": 0, "scheduler": 0},
 }
 TESTS_OF = {
