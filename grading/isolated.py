@@ -129,14 +129,24 @@ class IsolatedExecute(NbGraderPreprocessor):
                   notebook_s: float) -> tuple[dict[int, dict[str, Any]], str]:
         """Run the cells in a fresh interpreter; results by cell index, and why it stopped early (or "")."""
         read_fd, write_fd = os.pipe()
+        cell_read_fd, cell_write_fd = os.pipe()
         env = {**os.environ, **self.env}
-        job = {"cells": cells, "references": references.references_of(lab), "event_fd": write_fd,
+        job = {"references": references.references_of(lab), "event_fd": write_fd, "cell_fd": cell_read_fd,
                "guard_modules": ["builtins", "math", "numpy", "numpy.testing"]
                + (["torch", "torch.testing"] if any("torch" in c["source"] for c in cells if c["kind"] == "test") else [])}
         child = subprocess.Popen([self.python, "-c", BOOT, str(GRADING)], cwd=cwd, env=env, stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(write_fd, cell_read_fd),
                                  start_new_session=True)
         os.close(write_fd)
+        os.close(cell_read_fd)
+        pending, closed = list(cells), []
+
+        def send_next() -> None:  # one cell at a time: no later cell's source is in the child early
+            if pending:
+                os.write(cell_write_fd, (json.dumps(pending.pop(0)) + "\n").encode())
+            elif not closed:
+                closed.append(os.close(cell_write_fd))
+
         tail: list[bytes] = []
         drain = threading.Thread(target=lambda: [tail.append(line) for line in child.stdout], daemon=True)
         drain.start()
@@ -146,6 +156,7 @@ class IsolatedExecute(NbGraderPreprocessor):
         try:
             child.stdin.write(json.dumps(job).encode())
             child.stdin.close()
+            send_next()
             while True:
                 now = time.monotonic()
                 if current is not None and now - cell_started > cell_s:
@@ -173,6 +184,7 @@ class IsolatedExecute(NbGraderPreprocessor):
                         current, cell_started = event["index"], time.monotonic()
                     elif event["event"] == "done":
                         results[event["index"]], current = event, None
+                        send_next()
                     elif event["event"] == "end":
                         finished = True
                 if finished:
@@ -182,6 +194,8 @@ class IsolatedExecute(NbGraderPreprocessor):
         finally:
             self._stop(child)
             os.close(read_fd)
+            if not closed:
+                os.close(cell_write_fd)
         if note and current is not None and current not in results:
             results[current] = {"outputs": [_error("CellTimeoutError" if "limit" in note else "GraderError", note)],
                                 "problems": [], "delegation": [], "failed": True}

@@ -8,9 +8,11 @@ cell it sends one JSON line to the parent over a pipe: the cell's outputs as nbf
 (stdout, stderr, the value of a trailing expression, figures, the error) and, for test cells, the
 integrity problems found. The parent turns that into the notebook nbgrader scores.
 
-Job (JSON on stdin): {"cells": [{"index", "kind": "plain"|"answer"|"test", "grade_id",
-"exercise", "source"}], "references": {grade_id: [dotted names]}, "guard_modules": [...],
-"event_fd": int}.
+Job (JSON on stdin): {"references": {grade_id: [dotted names]}, "guard_modules": [...],
+"event_fd": int, "cell_fd": int}. Cells arrive one JSON line at a time on `cell_fd`
+({"index", "kind": "plain"|"answer"|"test", "grade_id", "exercise", "source"}), each sent only once
+the one before is done, so no code sees a test cell before it runs; a test cell's source is dropped
+from linecache after it ran.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class Runner:
         self.guard = integrity.CheckGuard(job["guard_modules"])
         self.tripwire = integrity.Tripwire({k: tuple(v) for k, v in job["references"].items()})
         self.references = job["references"]
-        self.cells = job["cells"]
+        self.cells = os.fdopen(job["cell_fd"], "r")
         self.names: dict[str, list[str]] = {}  # exercise -> names its answer cell defines
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         main = types.ModuleType("__main__")
@@ -84,9 +86,11 @@ class Runner:
         self.events.flush()
 
     def run(self) -> None:
-        for cell in self.cells:
+        for line in self.cells:
+            cell = json.loads(line)
             self.send({"event": "start", "index": cell["index"]})
             self.send(self.run_cell(cell))
+            del cell, line
         self.send({"event": "end"})
 
     def run_cell(self, cell: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +131,7 @@ class Runner:
         finally:
             sys.stdout, sys.stderr = real
         if kind == "test":
+            linecache.cache.pop(cell_file, None)
             result["problems"] += self.guard.tampered(self.namespace)
             if exercise:
                 result["delegation"] += self.tripwire.found.pop(exercise, [])
@@ -140,6 +145,7 @@ class Runner:
 
 def main() -> None:
     job = json.loads(sys.stdin.read())
+    sys.stdin = open(os.devnull)  # noqa: SIM115 (notebook code reads nothing)
     warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
     Runner(job).run()
 

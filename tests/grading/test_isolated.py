@@ -39,6 +39,17 @@ def _grade(cells, lab="lab0_baseline", **limits):
 
 SETUP = "import math\nimport logging\nimport numpy as np\nfrom inferlab import metrics\n"
 RECORD = "metrics.RequestRecord(0.0, 0.5, 1.0, 1, 2, (0.5, 1.0))"
+# Notebook code looks through every live container for a later test cell's text.
+SCAN = """import gc
+def _scan():
+    marker = ''.join(['HIDDEN_', 'ASSERT_7'])  # not folded into one constant
+    for obj in gc.get_objects():
+        values = list(obj.values()) if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+        values = [*values, *(x for v in values if isinstance(v, dict) for x in v.values())]  # untracked dicts
+        if any(isinstance(v, str) and marker in v for v in values):
+            return True
+    return False
+print('later test seen:', _scan())"""
 
 
 def test_outputs_stderr_hooks_and_delegation():
@@ -50,14 +61,16 @@ def test_outputs_stderr_hooks_and_delegation():
         _cell(f"assert math.isclose(ttft_s({RECORD}), metrics.ttft_s({RECORD}))\n'a trailing value'", "test", "t_ok"),
         _cell("assert ttft_s(" + RECORD + ") == 99", "test", "t_wrong"),
         _cell("get_ipython().events.register('pre_run_cell', lambda info: None)"),
+        _cell(SCAN),
         _cell("np.testing.assert_allclose = lambda *a, **k: None"),
-        _cell("assert True", "test", "t_after_patch"),
+        _cell("assert 'HIDDEN_ASSERT_7'", "test", "t_after_patch"),
     ])
     assert nb.cells[0].outputs[-1].output_type == "execute_result"  # plain cells keep their value
     assert scores["t_ok"] == 2 and errors["t_ok"] == [], nb.cells[2].outputs
     assert "noisy but right" in nb.cells[2].outputs[0].text
     assert scores["t_wrong"] == 0 and errors["t_wrong"] == ["AssertionError"]
     assert "NameError" in [o.get("ename") for o in nb.cells[4].outputs], "no IPython in the grading process"
+    assert nb.cells[5].outputs[0].text == "later test seen: False\n", "a later test cell's source reached the notebook"
     assert scores["t_after_patch"] == 0 and errors["t_after_patch"] == ["IntegrityError"]
 
 
