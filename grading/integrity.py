@@ -212,8 +212,11 @@ def defined_names(source: str) -> list[str]:
     return names
 
 
-def static_problems(source: str, references: Iterable[str]) -> list[str]:
-    """References named in an answer cell's source, and escape hatches it uses."""
+def static_problems(source: str, references: Iterable[str], bound_to_reference: Callable[[str], bool]) -> list[str]:
+    """References named in an answer cell's source, and escape hatches it uses.
+
+    A bare name counts only when `bound_to_reference(name)` says the notebook binds it to a
+    reference (lab 0's worked example `e2e_s` shares its name with `inferlab.metrics.e2e_s`)."""
     from references import ESCAPE_HATCHES
 
     try:
@@ -238,12 +241,10 @@ def static_problems(source: str, references: Iterable[str]) -> list[str]:
             if node.attr in ESCAPE_HATCHES:
                 hits.append(f"`.{node.attr}`")
         elif isinstance(node, ast.Name):
-            if node.id in by_name and node.id not in own:
+            if node.id in by_name and node.id not in own and bound_to_reference(node.id):
                 hits.append(by_name[node.id])
             if node.id in ESCAPE_HATCHES:
                 hits.append(f"`{node.id}`")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in by_name:
-            hits.append(by_name[node.value])
         for hit in hits:
             kind = "uses" if hit.startswith(("`", "import", "from")) else "names the reference"
             problems.append(f"{kind} {hit}")

@@ -100,7 +100,8 @@ class Runner:
         result: dict[str, Any] = {"event": "done", "index": cell["index"], "problems": [], "delegation": []}
         if kind == "answer":
             refs = self.references.get(cell["grade_id"], [])
-            result["delegation"] = integrity.static_problems(source, refs)
+            result["delegation"] = integrity.static_problems(
+                source, refs, lambda name: self.tripwire.is_reference(self.namespace.get(name)) is not None)
             self.names[cell["grade_id"]] = integrity.defined_names(source)
         if kind == "test":
             self.tripwire.active = exercise
