@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +148,8 @@ class IsolatedExecute(NbGraderPreprocessor):
             elif not closed:
                 closed.append(os.close(cell_write_fd))
 
-        tail: list[bytes] = []
-        drain = threading.Thread(target=lambda: [tail.append(line) for line in child.stdout], daemon=True)
+        tail: deque[bytes] = deque(maxlen=200)  # the process's own fd 1 and 2 (C libraries, workers), for the log
+        drain = threading.Thread(target=lambda: tail.extend(child.stdout), daemon=True)
         drain.start()
         results: dict[int, dict[str, Any]] = {}
         note, buffer, started = "", b"", time.monotonic()
@@ -169,12 +170,15 @@ class IsolatedExecute(NbGraderPreprocessor):
                 if not ready:
                     continue
                 chunk = os.read(read_fd, 1 << 20)
-                if not chunk:
-                    code = child.wait()
-                    log = b"".join(tail[-40:]).decode(errors="replace")[-3000:]
-                    note = "" if current is None else f"the grading process ended in cell {current} (exit {code})"
-                    if note:
-                        self.log.warning("%s\n%s", note, log)
+                if not chunk:  # the process ended (or closed its end of the pipe)
+                    if not finished:
+                        where = f"in cell {current}" if current is not None else "between cells"
+                        try:
+                            code = child.wait(timeout=5.0)
+                        except subprocess.TimeoutExpired:  # it closed the pipe but lives on: stopped below
+                            code = None
+                        note = f"the grading process ended {where} (exit {code})"
+                        self.log.warning("%s\n%s", note, b"".join(tail).decode(errors="replace")[-3000:])
                     break
                 buffer += chunk
                 while b"\n" in buffer:

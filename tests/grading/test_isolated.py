@@ -103,6 +103,18 @@ def test_per_cell_timeout_stops_the_notebook_and_names_the_limit():
     assert errors["t_after"] == ["NotRun"]
 
 
+def test_a_process_that_exits_mid_notebook_is_recorded_and_the_rest_not_run():
+    nb, scores, errors = _grade([
+        _cell("x = 1"),
+        _cell("assert x == 1", "test", "t_before"),
+        _cell("import os\nos._exit(3)"),
+        _cell("assert x == 1", "test", "t_after"),
+    ], lab="labx")
+    assert scores == {"t_before": 2, "t_after": 0}
+    assert nb.cells[2].outputs[-1].ename == "GraderError" and "exit 3" in nb.cells[2].outputs[-1].evalue
+    assert errors["t_after"] == ["NotRun"]
+
+
 def test_course_config_grades_with_the_isolated_executor(tmp_path):
     config = PyFileConfigLoader("nbgrader_config.py", path=str(REPO / "grading")).load_config()
     assert config.Autograde.autograde_preprocessors[0] == "isolated.IsolatedExecute"
