@@ -2,6 +2,8 @@
 
 Used by `make release` and the instructor's nbgrader commands, run from the
 repository root or from grading/ (`nbgrader ... --config grading/nbgrader_config.py`).
+What autograding needs (the isolated executor, per-lab timeouts, ungraded demos skipped,
+feedback without hidden tests) comes from `course.configure_grading`, shared with roundtrip.py.
 """
 
 import os
@@ -27,13 +29,6 @@ LABS = [
     "lab4_routing", "lab5_autoscaling", "lab6_observability", "capstone",
 ]
 
-# Graded cells may run multi-process and engine work: allow time, but not forever.
-c.Execute.timeout = 600
-c.Execute.interrupt_on_timeout = True
+from course import configure_grading  # noqa: E402 (grading/ is on sys.path from here on)
 
-# Hidden tests stay hidden in feedback too: strip their source and their tracebacks.
-c.GenerateFeedback.preprocessors = [
-    "nbgrader.preprocessors.GetGrades",
-    "feedback.ClearHiddenTestsInFeedback",
-    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-]
+configure_grading(c)

@@ -81,9 +81,11 @@ def load_mutants(lab: str) -> list[Mutant]:
 
 
 def _course_config(course: Path) -> str:
+    """The throw-away course's config: its own paths, and the kit's grading from course.configure_grading."""
     return f"""
 import sys
 sys.path.insert(0, {str(GRADING)!r})
+from course import configure_grading
 c = get_config()
 c.CourseDirectory.course_id = "roundtrip"
 c.CourseDirectory.root = {str(course)!r}
@@ -91,12 +93,7 @@ c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "labs"
 c.CourseDirectory.db_url = "sqlite:///{course / 'gradebook.db'}"
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "build", "*.db"]
-c.Execute.timeout = 600
-c.GenerateFeedback.preprocessors = [
-    "nbgrader.preprocessors.GetGrades",
-    "feedback.ClearHiddenTestsInFeedback",
-    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-]
+configure_grading(c)
 """
 
 
@@ -104,7 +101,7 @@ def _nbgrader(course: Path, *args: str) -> None:
     env = dict(os.environ)
     # nbgrader calls `alembic` by name when it creates a gradebook: the venv's bin must be on PATH.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["INFERLAB_AUTOGRADE"] = "1"  # ungraded heavy demos skip (inferlab.notebook.run_demo)
+    env.pop("INFERLAB_AUTOGRADE", None)  # the course config alone must make autograding skip demos
     cmd = [sys.executable, "-m", "nbgrader", *args]
     done = subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -138,19 +135,33 @@ def setup_course(lab: str, course: Path) -> Path:
 
 def run_roundtrip(lab: str, course: Path | None = None, with_feedback: bool = True) -> RoundTrip:
     """Autograde solution, blank and mutants of `lab`; returns every score."""
-    course = Path(course or tempfile.mkdtemp(prefix=f"roundtrip-{lab}-"))
-    release_path = setup_course(lab, course)
-    release = nbformat.read(release_path, as_version=4)
     solution = nbformat.read(REPO / "solutions" / lab / f"{lab}.ipynb", as_version=4)
     answers = _solution_code(solution)
     mutants = load_mutants(lab)
-    students: dict[str, nbformat.NotebookNode] = {"solution": _submission(release, answers), "blank": release}
+    students: dict[str, dict[str, str] | None] = {"solution": answers, "blank": None}
     for mutant in mutants:
         if mutant.old not in answers[mutant.cell]:
             raise ValueError(f"mutant {mutant.name}: {mutant.old!r} not found in solution cell {mutant.cell}")
-        wrong = dict(answers, **{mutant.cell: answers[mutant.cell].replace(mutant.old, mutant.new)})
-        students[f"mutant-{mutant.name}"] = _submission(release, wrong)
-    for student, nb in students.items():
+        students[f"mutant-{mutant.name}"] = dict(answers, **{mutant.cell: answers[mutant.cell].replace(mutant.old, mutant.new)})
+    result = grade_students(lab, students, course, with_feedback)
+    result.mutants = mutants
+    return result
+
+
+def solution_answers(lab: str) -> dict[str, str]:
+    """The solution's source of every answer cell of `lab`, by grade id."""
+    return _solution_code(nbformat.read(REPO / "solutions" / lab / f"{lab}.ipynb", as_version=4))
+
+
+def grade_students(lab: str, students: dict[str, dict[str, str] | None], course: Path | None = None,
+                   with_feedback: bool = False) -> RoundTrip:
+    """Autograde crafted submissions of `lab` in one nbgrader call: student -> answer cells by grade id
+    (None: the untouched release). Each answer replaces the whole cell's source."""
+    course = Path(course or tempfile.mkdtemp(prefix=f"roundtrip-{lab}-"))
+    release_path = setup_course(lab, course)
+    release = nbformat.read(release_path, as_version=4)
+    for student, answers in students.items():
+        nb = release if answers is None else _submission(release, answers)
         folder = course / "submitted" / student / lab
         for extra in release_path.parent.iterdir():  # files released beside the notebook
             if extra.name != release_path.name and extra.is_file():
@@ -161,7 +172,7 @@ def run_roundtrip(lab: str, course: Path | None = None, with_feedback: bool = Tr
     _nbgrader(course, "autograde", lab, "--force")
     if with_feedback:
         _nbgrader(course, "generate_feedback", lab, "--force")
-    return RoundTrip(lab, course, *_read_gradebook(course, lab, list(students)), mutants=mutants)
+    return RoundTrip(lab, course, *_read_gradebook(course, lab, list(students)))
 
 
 def _read_gradebook(course: Path, lab: str, students: list[str]):

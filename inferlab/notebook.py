@@ -50,7 +50,9 @@ def gpus_or_skip(num_required: int, what: str) -> bool:
 
 
 def is_autograding() -> bool:
-    """True while nbgrader autogrades for the kit (INFERLAB_AUTOGRADE=1, set by grading/roundtrip.py)."""
+    """True while the kit autogrades: INFERLAB_AUTOGRADE=1, which the course config's executor
+    (grading/isolated.py) sets for the process that runs each submission; plain `nbgrader
+    autograde` with grading/nbgrader_config.py needs nothing else."""
     return os.environ.get("INFERLAB_AUTOGRADE", "").lower() in ("1", "true", "yes")
 
 

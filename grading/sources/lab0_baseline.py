@@ -98,6 +98,9 @@ print(f"E2E = {e2e_s(example):.2f} s")
 
 # %% [markdown]
 # Now yours: `ttft_s`, `tpot_s` and `goodput_rps` with the signatures below.
+#
+# *What you may use:* `math`, `numpy` and the worked example `e2e_s`. The tests compare against
+# `inferlab.metrics`: an answer that imports, calls or wraps it (however reached) scores zero here.
 
 # %% solution id=metric_functions
 def ttft_s(log: dict) -> float:
@@ -239,6 +242,8 @@ print(f"ridge point: {peak_flops / mem_bw_bytes_s:.1f} FLOP/byte")
 # - throughput = `batch_size` tokens per step time.
 #
 # Worked example: prefill is compute-bound, 2 FLOPs per parameter per prompt token.
+#
+# *What you may use:* `math` and plain arithmetic; calling `inferlab.costmodel.roofline` scores zero here.
 
 # %%
 def roofline_prefill_s(num_params: float, num_tokens: int, peak_flops: float) -> float:

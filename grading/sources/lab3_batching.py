@@ -103,6 +103,9 @@ class FreeListAllocator(BlockAllocator):
 #   return `(table, num_cached_tokens)`; return None and change nothing when blocks are short.
 # - Freed cached blocks stay findable until their block is needed for something else; evict the
 #   **least recently freed** first, and hand out never-cached free blocks before cached ones.
+#
+# *What you may use:* the `BlockAllocator` base class, the standard library (`OrderedDict`, ...).
+# Not the reference `PagedBlockAllocator`: subclassing, wrapping or calling it scores zero here.
 
 # %% solution id=allocator
 class SharingAllocator(BlockAllocator):
@@ -300,6 +303,10 @@ class OneAtATimeScheduler(Scheduler):
 #    left and fewer than `config.max_num_seqs` run: `allocate(req.all_token_ids)`; stop at the first
 #    request that does not fit. Set `block_table`, `num_computed_tokens` (= cached tokens), status
 #    RUNNING, and schedule a first chunk within the budget.
+#
+# *What you may use:* the allocator you are given (`self.allocator`), `Scheduler`, `SchedulerOutput`,
+# `ScheduledChunk`, `Request`, `RequestStatus`. Not the reference `ContinuousBatchingScheduler`:
+# subclassing, wrapping or calling it scores zero on the scheduler's tests.
 
 # %% solution id=scheduler
 class MyScheduler(Scheduler):

@@ -69,6 +69,8 @@ print(f"B(4, 3.0) = {erlang_b(4, 3.0):.4f}")
 # %% [markdown]
 # **Exercise 1.** Write `erlang_c(num_servers, offered_load)`: with ρ = a / c,
 # C = B / (1 − ρ (1 − B)). Raise `ValueError` when the system is unstable (a ≥ c).
+#
+# *What you may use:* `erlang_b` above and `math`; calling `inferlab.sim.queueing` scores zero here.
 
 # %% solution id=erlang_c
 def erlang_c(num_servers: int, offered_load: float) -> float:
@@ -132,6 +134,8 @@ print(f"M/M/1 at rho = 0.8, E[S] = 0.5 s: {mm1_wait_s(1.6, 0.5):.2f} s")
 # %% [markdown]
 # **Exercise 2.** Write `kingman_wait_s(arrival_rate_rps, mean_service_s, ca2=1.0, cs2=1.0)`. Raise
 # `ValueError` when ρ ≥ 1. With c_a² = c_s² = 1 it must equal the M/M/1 wait.
+#
+# *What you may use:* `math`; calling `inferlab.sim.queueing` scores zero here.
 
 # %% solution id=kingman
 def kingman_wait_s(arrival_rate_rps: float, mean_service_s: float, ca2: float = 1.0, cs2: float = 1.0) -> float:
@@ -259,6 +263,8 @@ print(ray_desired(100, 32))
 # %% [markdown]
 # **Exercise 3.** Write `hpa_desired_replicas(current, metric, target, tolerance=0.1)`:
 # `ceil(current * metric / target)`, or `current` when `|metric / target - 1| <= tolerance`.
+#
+# *What you may use:* `math`; calling `inferlab.policies.autoscale` (`hpa_desired`, `hpa_policy`) scores zero here.
 
 # %% solution id=hpa
 def hpa_desired_replicas(current: int, metric: float, target: float, tolerance: float = 0.1) -> int:
@@ -365,6 +371,9 @@ for name, r in baselines.items():
 # smooth and a hidden bursty trace (GPU-hours also against the HPA's, and scale actions per hour);
 # behaviour: more replicas running within the cold start plus one decision period after a step in
 # load, no flapping on a constant load, no pile-up of requests while replicas are starting.
+#
+# *What you may use:* `metric_values` and `clamp` from `inferlab.policies.autoscale`, `math`; not its
+# ready-made policies (`hpa_policy`, `kpa_policy`, `ray_default_policy`, ...): delegating to one scores zero.
 
 # %% solution id=autoscaler
 def my_autoscaler(ctx, hold_s: float = 300.0, target_utilization: float = 0.7):
@@ -546,6 +555,9 @@ for name, r in spot_runs.items():
 # more spot than is left (`<= ctx.num_spot_replicas`: the replacement is on-demand), and go back to spot
 # once the market has been quiet for a while (~10 minutes). Graded: that behaviour, and on this market (mean of four
 # draws of preemptions) and a hidden stormier one: cost below on-demand's at (nearly) its SLO attainment.
+#
+# *What you may use:* `clamp_spot` from `inferlab.policies.spot`, `math`; not its ready-made policies
+# (`notice_aware_spot_policy`, `make_fixed_spot_policy`): delegating to one scores zero.
 
 # %% solution id=spot
 def my_spot_policy(ctx: SpotContext):

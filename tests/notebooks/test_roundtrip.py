@@ -36,6 +36,15 @@ def test_blank_release_gets_zero_on_every_test(graded):
     assert all(score == 0 for score in graded.scores["blank"].values()), graded.table()
 
 
+def test_course_config_alone_skips_ungraded_demos(graded):
+    """Plain `nbgrader autograde` (no INFERLAB_AUTOGRADE in its environment) skips every run_demo cell."""
+    source = (REPO / "grading" / "sources" / f"{graded.lab}.py").read_text()
+    num_demos = source.count("if run_demo(")
+    nb = nbformat.read(graded.course / "autograded" / "blank" / graded.lab / f"{graded.lab}.ipynb", as_version=4)
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert text.count("SKIPPED while autograding (ungraded demo)") == num_demos, f"{graded.lab}: a demo ran or errored"
+
+
 def test_every_mutant_loses_the_points_it_should(graded):
     assert graded.mutants, f"{graded.lab} has no mutants in grading/mutants/"
     for mutant in graded.mutants:
