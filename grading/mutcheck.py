@@ -8,6 +8,7 @@ which test cells fail, so that every row of `grading/requirements.md` can be re-
 
     python grading/mutcheck.py lab3_batching                 # every DEV_MUTANT of the lab
     python grading/mutcheck.py lab3_batching NAME [NAME ...] # chosen mutants (DEV_MUTANTS or MUTANTS)
+    python grading/mutcheck.py --solution lab3_batching      # the solution first (full marks?)
 
 Exit status 1 when a mutant keeps a test it must lose (or the solution fails one). Ungraded demos are
 skipped (INFERLAB_AUTOGRADE=1) and fast mode is on unless INFERLAB_FAST is set.
@@ -38,7 +39,10 @@ def load(lab: str) -> tuple[list[Mutant], list[Mutant]]:
 
 
 def run_cells(lab: str, mutant: Mutant | None) -> dict[str, str]:
-    """Execute the lab's code cells; returns {test id: "ok" or the failure}."""
+    """Execute the lab's code cells; returns {test id: "ok" or the failure}.
+
+    A mutant's run stops after the last test cell it must lose (later cells cannot change those).
+    """
     cells = nbsource.parse((nbsource.SOURCES / f"{lab}.py").read_text(), lab)
     namespace: dict = {"__name__": "__main__"}
     results: dict[str, str] = {}
@@ -57,6 +61,8 @@ def run_cells(lab: str, mutant: Mutant | None) -> dict[str, str]:
             outcome = f"{type(exc).__name__}: {str(exc)[:120]}"
         if cell.role == "tests":
             results[cell.attrs["id"]] = outcome
+            if mutant is not None and all(t in results for t in mutant.must_lose):
+                break
     return results
 
 
@@ -69,6 +75,8 @@ def main(argv: list[str]) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    with_solution = "--solution" in argv
+    argv = [a for a in argv if a != "--solution"]
     lab, names = argv[0], argv[1:]
     mutants, dev = load(lab)
     known = {m.name: m for m in mutants + dev}
@@ -77,7 +85,7 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"unknown mutants for {lab}: {unknown}; known: {sorted(known)}")
     chosen = [known[n] for n in names] if names else dev
     failed = 0
-    for mutant in [None, *chosen]:
+    for mutant in ([None] if with_solution else []) + chosen:
         start = time.perf_counter()
         results = run_cells(lab, mutant)
         name = "solution" if mutant is None else mutant.name
