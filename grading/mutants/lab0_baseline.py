@@ -24,6 +24,22 @@ MUTANTS = [
         new="if ttft_s(log) <= slo_ttft_s or (",
         must_lose=("test_goodput",),
     ),
+    # "meets the SLO" read as strictly under it: a request exactly at a target is not counted
+    Mutant(
+        name="goodput-strict-slo",
+        cell="metric_functions",
+        old="ttft_s(log) <= slo_ttft_s and (math.isnan(tpot) or tpot <= slo_tpot_s)",
+        new="ttft_s(log) < slo_ttft_s and (math.isnan(tpot) or tpot < slo_tpot_s)",
+        must_lose=("test_goodput_at_slo",),
+    ),
+    # a single-token request has TPOT nan, and nan <= x is False: it is dropped instead of meeting the TPOT SLO
+    Mutant(
+        name="goodput-drops-single-token",
+        cell="metric_functions",
+        old="(math.isnan(tpot) or tpot <= slo_tpot_s)",
+        new="tpot <= slo_tpot_s",
+        must_lose=("test_goodput",),
+    ),
     Mutant(
         name="roofline-forgets-kv-cache",
         cell="roofline",
@@ -38,4 +54,27 @@ MUTANTS = [
         new="step_s = bytes_moved / mem_bw_bytes_s",
         must_lose=("test_roofline_compute",),
     ),
+]
+
+# Checked by `python grading/mutcheck.py lab0_baseline` (in-process, no nbgrader), not by the round trip:
+# each would cost one more autograded notebook in `make test` (see grading/requirements.md).
+DEV_MUTANTS = [
+    Mutant(name="goodput-strict-ttft", cell="metric_functions", old="ttft_s(log) <= slo_ttft_s",
+           new="ttft_s(log) < slo_ttft_s", must_lose=("test_goodput_at_slo",)),
+    Mutant(name="goodput-strict-tpot", cell="metric_functions", old="tpot <= slo_tpot_s", new="tpot < slo_tpot_s",
+           must_lose=("test_goodput_at_slo",)),
+    # divides by the span of the logs instead of the duration given
+    Mutant(name="goodput-over-log-span", cell="metric_functions", old="return good / duration_s",
+           new="return good / (max(x['token_times_s'][-1] for x in logs) - min(x['arrival_s'] for x in logs))",
+           must_lose=("test_goodput",)),
+    # forgets the single-token case: 0 / 0
+    Mutant(name="tpot-no-nan-check", cell="metric_functions", old="    if n < 2:\n        return math.nan\n", new="",
+           must_lose=("test_tpot",)),
+    # returns the step rate, not tokens/s of the whole batch
+    Mutant(name="roofline-per-sequence", cell="roofline", old="return batch_size / step_s", new="return 1.0 / step_s",
+           must_lose=("test_roofline_memory", "test_roofline_compute")),
+    # reads one sequence's KV cache per step, whatever the batch
+    Mutant(name="roofline-kv-not-times-batch", cell="roofline",
+           old="batch_size * context_tokens * kv_bytes_per_token", new="context_tokens * kv_bytes_per_token",
+           must_lose=("test_roofline_memory",)),
 ]

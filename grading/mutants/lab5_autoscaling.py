@@ -19,7 +19,7 @@ MUTANTS = [
     # scales down the moment the need dips: flaps on a constant load, and misses the SLO while it re-grows
     Mutant(name="no-hysteresis", cell="autoscaler", old="history = [row for row in state.get(\"history\", []) if now - row[0] <= hold_s]",
            new="hold_s = 0.0\n    history = [row for row in state.get(\"history\", []) if now - row[0] <= hold_s]",
-           must_lose=("test_autoscaler_behaviour", "test_autoscaler_gpu_hours")),
+           must_lose=("test_autoscaler_behaviour", "test_autoscaler_gpu_hours", "test_autoscaler_scale_down")),
     # replicas still in their cold start do not count: the queue keeps doubling the fleet while they start
     Mutant(name="ignores-cold-start", cell="autoscaler",
            old="num_starting = max(0, ctx.target_num_replicas - ctx.current_num_replicas)", new="num_starting = 0",
@@ -27,4 +27,30 @@ MUTANTS = [
     # keeps asking for spot replacements right after preemption notices
     Mutant(name="ignores-spot-preemption", cell="spot", old="if recent:", new="if False:",
            must_lose=("test_spot_policy",)),
+    # |ratio - 1| < tolerance: exactly at the band's edge the HPA would already scale
+    Mutant(name="hpa-strict-tolerance", cell="hpa", old="if abs(ratio - 1.0) <= tolerance:",
+           new="if abs(ratio - 1.0) < tolerance:", must_lose=("test_hpa",)),
+    # scales up at once but never back down: an idle fleet keeps its peak size
+    Mutant(name="never-scales-down", cell="autoscaler", old="if down < current:", new="if False:",
+           must_lose=("test_autoscaler_scale_down",)),
+    # the price is never read: spot even when it costs as much as on-demand
+    Mutant(name="spot-ignores-price", cell="spot", old="if ctx.spot_price_ratio >= 0.8 or target < 4:",
+           new="if target < 4:", must_lose=("test_spot_policy",)),
+]
+
+# Checked by `python grading/mutcheck.py lab5_autoscaling` (in-process, no nbgrader), not by the round trip:
+# each would cost one more autograded notebook (~25 s) in `make test` (see grading/requirements.md).
+DEV_MUTANTS = [
+    Mutant(name="erlang-c-unstable-strict", cell="erlang_c", old="if offered_load >= num_servers:",
+           new="if offered_load > num_servers:", must_lose=("test_erlang_c",)),
+    Mutant(name="kingman-unstable-strict", cell="kingman", old="if rho >= 1:", new="if rho > 1:",
+           must_lose=("test_kingman",)),
+    Mutant(name="kingman-without-variability", cell="kingman", old=" * (ca2 + cs2) / 2", new="",
+           must_lose=("test_kingman",)),
+    # Ray Serve's rule instead of the HPA's: ignores the current count
+    Mutant(name="hpa-ignores-current", cell="hpa", old="return math.ceil(current * ratio - 1e-9)",
+           new="return math.ceil(metric / target)", must_lose=("test_hpa",)),
+    # spot on a fleet of two or three: one preemption during the rise loses the SLO
+    Mutant(name="spot-on-small-fleet", cell="spot", old="if ctx.spot_price_ratio >= 0.8 or target < 4:",
+           new="if ctx.spot_price_ratio >= 0.8:", must_lose=("test_spot_policy",)),
 ]

@@ -11,7 +11,7 @@
 # | Prerequisites | MOD-524, MOD-525; Python, PyTorch basics |
 # | Hardware tier | **CPU** (any laptop); a GPU is used automatically if present |
 # | Time | ~2 min in fast mode, ~15 min in full mode, plus reading (lecture 1 h, lab 1.5 h) |
-# | Graded | metric functions (5 points), roofline estimate (4 points) |
+# | Graded | metric functions (6 points), roofline estimate (4 points) |
 #
 # You will:
 # 1. check your environment and run the tiny Llama model;
@@ -32,7 +32,7 @@ from inferlab.hardware import measure_matmul_flops, measure_memory_bandwidth_byt
 from inferlab.model import ensure_checkpoint, load_checkpoint, generate_greedy
 from inferlab.model.timing import time_request
 from inferlab.model.tokenizer import decode, encode
-from inferlab.notebook import banner, pick, progress
+from inferlab.notebook import banner, pick, progress, run_demo
 
 banner("lab0_baseline", tier="CPU", fast_min=2, full_min=15)
 
@@ -83,7 +83,8 @@ print(f"decode: {len(gaps)} gaps, mean {gaps.mean() * 1e3:.2f} ms, max {gaps.max
 # - **TPOT** = (E2E − TTFT) / (number of output tokens − 1), per request; a request with a single
 #   output token has no TPOT (return `math.nan`).
 # - **Goodput** = number of requests that meet *every* SLO, divided by the duration (requests/s).
-#   A request with no TPOT meets any TPOT SLO.
+#   A request *meets* an SLO when its value is at or under the target (`<=`): a request whose TTFT
+#   equals the TTFT SLO meets it. A request with no TPOT meets any TPOT SLO.
 #
 # A worked example first: E2E latency.
 
@@ -185,6 +186,7 @@ for _log in _hidden_logs(50):
 # %% tests id=test_goodput points=2
 _logs = [example, {"arrival_s": 0.0, "token_times_s": [3.0, 3.1]}, {"arrival_s": 1.0, "token_times_s": [1.2, 2.2]}]
 assert math.isclose(goodput_rps(_logs, slo_ttft_s=1.0, slo_tpot_s=0.5, duration_s=10.0), 0.1)
+assert goodput_rps([{"arrival_s": 0.0, "token_times_s": [0.5]}], 1.0, 0.1, 2.0) == 0.5, "no TPOT meets any TPOT SLO"
 ### BEGIN HIDDEN TESTS
 _rng = np.random.default_rng(100)
 
@@ -208,6 +210,27 @@ for _ in range(3):
     _slo = metrics.SLO(ttft_s=0.5, tpot_s=0.05)
     _want = metrics.goodput_rps([_record(x) for x in _hidden], _slo, duration=60.0)
     assert math.isclose(goodput_rps(_hidden, 0.5, 0.05, 60.0), _want, rel_tol=1e-9), "goodput differs"
+### END HIDDEN TESTS
+
+# %% tests id=test_goodput_at_slo points=1
+# Exactly at the SLO meets it (times chosen exact in binary floating point): TTFT 0.5 s, TPOT 0.25 s.
+assert goodput_rps([{"arrival_s": 2.0, "token_times_s": [2.5, 2.75, 3.0]}], 0.5, 1.0, 1.0) == 1.0, "TTFT == SLO meets it"
+assert goodput_rps([{"arrival_s": 2.0, "token_times_s": [2.25, 2.5, 2.75]}], 1.0, 0.25, 1.0) == 1.0, "TPOT == SLO meets it"
+### BEGIN HIDDEN TESTS
+_rng = np.random.default_rng(13)
+for _ in range(20):
+    # arrival, TTFT and gaps on a 1/64 s grid, SLOs on the same grid: every subtraction is exact
+    _slo_ttft, _slo_tpot = int(_rng.integers(1, 64)) / 64, int(_rng.integers(1, 16)) / 64
+    _logs, _good = [], 0
+    for _ in range(int(_rng.integers(1, 30))):
+        _arrival = int(_rng.integers(0, 64 * 60)) / 64
+        _ttft = _slo_ttft + int(_rng.integers(-1, 2)) / 64  # just under, at, or just over the SLO
+        _gap = _slo_tpot + int(_rng.integers(-1, 2)) / 64 if _slo_tpot > 1 / 64 else _slo_tpot
+        _num_gaps = int(_rng.integers(0, 5))
+        _times = [_arrival + _ttft + _j * _gap for _j in range(_num_gaps + 1)]
+        _logs.append({"arrival_s": _arrival, "token_times_s": _times})
+        _good += _ttft <= _slo_ttft and (_num_gaps == 0 or _gap <= _slo_tpot)
+    assert goodput_rps(_logs, _slo_ttft, _slo_tpot, 8.0) == _good / 8.0, "requests at an SLO boundary counted wrong"
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -339,26 +362,27 @@ for _name, *_args in _HIDDEN_SPECS:
 # batch, fuse kernels and capture graphs, and it is what Lab 3 attacks.
 
 # %%
-cfg = model.config
-kv_bytes_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4  # K and V, fp32
-context = len(prompt)
-batch_sizes = pick([1, 2, 4, 8, 16, 32], [1, 4, 16])
-predicted, measured = [], []
-for batch in progress(batch_sizes, desc="decode batch sizes"):
-    predicted.append(roofline_decode_tok_s(num_params, 4, kv_bytes_per_token, context, batch, mem_bw_bytes_s, peak_flops))
-    timed = time_request(model, prompt, max_new_tokens=pick(32, 8), batch_size=batch)
-    measured.append(batch / metrics.tpot_s(timed))
+if run_demo("roofline prediction against measured decode throughput (ungraded)"):
+    cfg = model.config
+    kv_bytes_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4  # K and V, fp32
+    context = len(prompt)
+    batch_sizes = pick([1, 2, 4, 8, 16, 32], [1, 4, 16])
+    predicted, measured = [], []
+    for batch in progress(batch_sizes, desc="decode batch sizes"):
+        predicted.append(roofline_decode_tok_s(num_params, 4, kv_bytes_per_token, context, batch, mem_bw_bytes_s, peak_flops))
+        timed = time_request(model, prompt, max_new_tokens=pick(32, 8), batch_size=batch)
+        measured.append(batch / metrics.tpot_s(timed))
 
-fig, ax = plt.subplots(figsize=(6, 4))
-ax.loglog(batch_sizes, predicted, "o-", label="roofline prediction")
-ax.loglog(batch_sizes, measured, "s-", label="measured")
-ax.set_xlabel("decode batch size")
-ax.set_ylabel("output tokens/s")
-ax.set_title("Tiny model decode: roofline vs measured")
-ax.legend()
-plt.show()
-for b, p, m in zip(batch_sizes, predicted, measured):
-    print(f"batch {b:>3}: predicted {p:>12,.0f} tok/s, measured {m:>8,.0f} tok/s ({m / p:.2%} of roofline)")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.loglog(batch_sizes, predicted, "o-", label="roofline prediction")
+    ax.loglog(batch_sizes, measured, "s-", label="measured")
+    ax.set_xlabel("decode batch size")
+    ax.set_ylabel("output tokens/s")
+    ax.set_title("Tiny model decode: roofline vs measured")
+    ax.legend()
+    plt.show()
+    for b, p, m in zip(batch_sizes, predicted, measured):
+        print(f"batch {b:>3}: predicted {p:>12,.0f} tok/s, measured {m:>8,.0f} tok/s ({m / p:.2%} of roofline)")
 
 # %% [markdown]
 # **Questions for your portfolio** (not autograded): at which batch size would this model

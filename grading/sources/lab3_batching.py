@@ -13,7 +13,7 @@
 # | Prerequisites | Lab 0 (TTFT/TPOT), Lab 1; the lecture on paged attention and continuous batching |
 # | Hardware tier | **CPU** (any laptop); a GPU is used automatically if present |
 # | Time | ~2 min in fast mode, ~8 min in full mode, plus reading (lab 2 h) |
-# | Graded | block allocator (5 points), scheduler (9 points), throughput vs static batching (2 points) |
+# | Graded | block allocator (5 points), scheduler (12 points), throughput vs static batching (2 points) |
 #
 # The interfaces you implement live in the package: `inferlab.engine.BlockAllocator`
 # (`kv_cache.py`) and `inferlab.engine.Scheduler` (`scheduler.py`). Read their docstrings first.
@@ -247,6 +247,28 @@ assert _c == 2, "only the matching leading blocks are shared"
 _a.cache_blocks(_y, _ty, 5)
 _tz, _c = _a.allocate([3, 4, 0])
 assert _c == 0, "keys must chain: a block is only found after the same prefix"
+_a = SharingAllocator(num_blocks=8, block_size=4)
+_p = list(range(40, 52))
+_t, _ = _a.allocate(_p)
+_a.cache_blocks(_p, _t, 6)  # 6 of 12 tokens computed: only the first block is full and computed
+_t2, _c = _a.allocate(_p[:8] + [1])
+assert _c == 4, "only full, computed blocks may be cached"
+_a.free(_t2)
+_a.cache_blocks(_p, _t, 12)
+_t3, _c = _a.allocate(_p[:8] + [1])
+assert _c == 8, "a block must be cached once it is full and computed"
+_a.free(_t3)
+_a.free(_t)
+_a = SharingAllocator(num_blocks=4, block_size=2)
+_ta, _ = _a.allocate([1, 2, 3])
+_a.cache_blocks([1, 2, 3], _ta, 3)
+_a.free(_ta)  # cached block of [1, 2] freed first ...
+_tb, _ = _a.allocate([5, 6, 7])
+_a.cache_blocks([5, 6, 7], _tb, 3)
+_a.free(_tb)  # ... then the cached block of [5, 6]
+_a.free(_a.allocate([9] * 5)[0])  # 3 blocks: the 2 never-cached ones, then one cached block is evicted
+assert _a.allocate([5, 6, 0])[1] == 2, "the most recently freed cached block must survive"
+assert _a.allocate([1, 2, 0])[1] == 0, "evict the least recently freed cached block first"
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -383,18 +405,39 @@ class MyScheduler(Scheduler):
 
 # %%
 def run_workload(scheduler_cls, allocator, config, prompts, max_tokens, max_steps=20_000):
-    """Run requests to completion; returns (engine, order in which requests were first scheduled)."""
+    """Run requests to completion; returns (engine, order in which requests were first scheduled).
+
+    `engine.schedule_log` has one row per step, requests named by arrival index: `running_before`
+    (running requests in admission order), `ready` (those with one token left to compute),
+    `waiting_before` (not running), then what `schedule()` did: `chunk_of` {request: tokens},
+    `preempted`, `admitted` (newly running) and `num_running` (running after planning).
+    """
     engine = LLMEngine(model, config, scheduler_factory=scheduler_cls, allocator=allocator)
     ids = [engine.add_request(p, SamplingParams(max_tokens=m, ignore_eos=True)) for p, m in zip(prompts, max_tokens)]
     first_scheduled, steps = [], 0
     real_schedule = engine.scheduler.schedule
+    admitted: list[Request] = []  # running requests in admission order
+    engine.schedule_log = []
 
     def checked_schedule():
+        admitted[:] = [r for r in admitted if r.status is RequestStatus.RUNNING]
+        row = {"running_before": [ids.index(r.request_id) for r in admitted],
+               "ready": [ids.index(r.request_id) for r in admitted if r.num_tokens - r.num_computed_tokens == 1],
+               "waiting_before": sorted(ids.index(r.request_id) for r in engine.requests.values()
+                                        if r.status is not RequestStatus.RUNNING)}
         out = real_schedule()
         assert out.num_tokens <= config.max_num_batched_tokens, "the token budget was exceeded"
         for c in out.chunks:
             if c.request.request_id not in first_scheduled:
                 first_scheduled.append(c.request.request_id)
+        admitted[:] = [r for r in admitted if r.status is RequestStatus.RUNNING and r not in out.preempted]
+        new = [c.request for c in out.chunks if c.request.status is RequestStatus.RUNNING and c.request not in admitted]
+        admitted.extend(new)
+        row.update(chunk_of={ids.index(c.request.request_id): c.num_tokens for c in out.chunks},
+                   preempted=[ids.index(r.request_id) for r in out.preempted],
+                   admitted=[ids.index(r.request_id) for r in new],
+                   num_running=sum(r.status is RequestStatus.RUNNING for r in engine.requests.values()))
+        engine.schedule_log.append(row)
         return out
 
     engine.scheduler.schedule = checked_schedule
@@ -433,6 +476,8 @@ for _seed in (11, 12):
         assert _r.output_token_ids == generate_greedy(model, _p, _m), "an output differs from the request run alone"
     assert _alloc.num_free_blocks() == 96 and sum(_alloc.ref_counts) == 0, "blocks leaked after the run"
     assert max(s.num_prefill_tokens + s.num_decode_seqs for s in _engine.step_records) <= 24, "budget exceeded"
+    assert sum(s.num_prefill_tokens for s in _engine.step_records) < sum(map(len, _prompts)), \
+        "a shared prefix was computed again: an admitted request's num_computed_tokens starts at its cached tokens"
 ### END HIDDEN TESTS
 
 # %% tests id=test_scheduler_preemption points=3
@@ -451,6 +496,11 @@ assert all(r.finish_reason is FinishReason.LENGTH for r in _engine.finished), "a
 for _r, _p, _m in zip(sorted(_engine.finished, key=lambda r: int(r.request_id)), _prompts, _max):
     assert _r.output_token_ids == generate_greedy(model, _p, _m), "recompute changed an output"
 assert _engine.allocator.num_free_blocks() == 12, "blocks leaked"
+for _row in _engine.schedule_log:
+    _victims = _row["preempted"]
+    assert sorted(_victims) == sorted(_row["running_before"][::-1][:len(_victims)]), \
+        "the victim must be the most recently admitted"
+assert sum(len(_row["preempted"]) for _row in _engine.schedule_log) > 0
 ### END HIDDEN TESTS
 
 # %% tests id=test_scheduler_fcfs points=2
@@ -463,6 +513,15 @@ _cfg = EngineConfig(max_num_seqs=3, max_num_batched_tokens=8, block_size=4, num_
 _prompts, _max = random_workload(8, 9, 30, 6)
 _, _order = run_workload(MyScheduler, PagedBlockAllocator(40, 4), _cfg, _prompts, _max)
 assert _order == list(range(9)), "requests were not admitted first come, first served"
+# under preemption too: every admission takes the earliest-arrived request not running (a preempted one
+# goes back to the front of the queue)
+_cfg = EngineConfig(max_num_seqs=6, max_num_batched_tokens=24, block_size=4, num_kv_blocks=13, max_model_len=64)
+_prompts, _max = random_workload(23, 8, 12, 1)
+_engine, _ = run_workload(MyScheduler, PagedBlockAllocator(13, 4), _cfg, _prompts, [14] * 8)
+assert sum(len(_row["preempted"]) for _row in _engine.schedule_log) > 0, "this workload must preempt"
+for _row in _engine.schedule_log:
+    assert _row["admitted"] == _row["waiting_before"][:len(_row["admitted"])], \
+        "an admission skipped an earlier request (after a preemption, the victim goes to the front)"
 ### END HIDDEN TESTS
 
 # %% tests id=test_scheduler_budget points=1
@@ -474,6 +533,50 @@ _cfg = EngineConfig(max_num_seqs=8, max_num_batched_tokens=5, block_size=4, num_
 _prompts, _max = random_workload(19, 6, 40, 5)
 _engine, _ = run_workload(MyScheduler, PagedBlockAllocator(64, 4), _cfg, _prompts, _max)
 assert max(s.num_prefill_tokens + s.num_decode_seqs for s in _engine.step_records) <= 5, "budget exceeded"
+### END HIDDEN TESTS
+
+# %% tests id=test_scheduler_max_seqs points=1
+_cfg = EngineConfig(max_num_seqs=2, max_num_batched_tokens=64, block_size=4, num_kv_blocks=64, max_model_len=128)
+_prompts, _max = random_workload(5, 6, 20, 4)
+_engine, _ = run_workload(MyScheduler, PagedBlockAllocator(64, 4), _cfg, _prompts, _max)
+_peak = max(row["num_running"] for row in _engine.schedule_log)
+assert _peak <= 2, f"max_num_seqs=2 but {_peak} requests ran at once"
+assert _peak == 2, "with requests waiting, budget and blocks to spare, admit up to max_num_seqs"
+### BEGIN HIDDEN TESTS
+for _seed, _max_seqs in ((31, 1), (32, 3), (33, 5)):
+    _cfg = EngineConfig(max_num_seqs=_max_seqs, max_num_batched_tokens=48, block_size=4, num_kv_blocks=80,
+                        max_model_len=128)
+    _prompts, _max = random_workload(_seed, 8, 24, 6)
+    _engine, _ = run_workload(MyScheduler, PagedBlockAllocator(80, 4), _cfg, _prompts, _max)
+    _peak = max(row["num_running"] for row in _engine.schedule_log)
+    assert _peak <= _max_seqs, "more requests ran at once than max_num_seqs"
+    assert _peak == _max_seqs, "admission stopped below max_num_seqs with requests waiting and room to spare"
+### END HIDDEN TESTS
+
+# %% tests id=test_scheduler_decode_first points=2
+def _passed_over(engine):
+    """Steps in which a running request with one token left (and not preempted) got no one-token chunk."""
+    steps = []
+    for step, row in enumerate(engine.schedule_log):
+        want = [i for i in row["ready"] if i not in row["preempted"]]
+        got = [i for i in row["ready"] if row["chunk_of"].get(i) == 1]
+        if got != want:
+            steps.append(step)
+    return steps
+
+
+_cfg = EngineConfig(max_num_seqs=4, max_num_batched_tokens=8, block_size=4, num_kv_blocks=96, max_model_len=128)
+_prompts, _max = random_workload(41, 8, 40, 12)
+_engine, _ = run_workload(MyScheduler, PagedBlockAllocator(96, 4), _cfg, _prompts, _max)
+_steps = _passed_over(_engine)
+assert not _steps, f"decodes first: a running request ready to decode got no token in steps {_steps[:5]}"
+### BEGIN HIDDEN TESTS
+for _seed, _max_seqs, _budget, _max_prompt in ((42, 6, 4, 3), (43, 3, 16, 36), (44, 8, 5, 2)):
+    _cfg = EngineConfig(max_num_seqs=_max_seqs, max_num_batched_tokens=_budget, block_size=4, num_kv_blocks=128,
+                        max_model_len=128)
+    _prompts, _max = random_workload(_seed, 10, _max_prompt, 14)
+    _engine, _ = run_workload(MyScheduler, PagedBlockAllocator(128, 4), _cfg, _prompts, _max)
+    assert not _passed_over(_engine), "decodes first: a running request ready to decode was passed over"
 ### END HIDDEN TESTS
 
 # %% [markdown]

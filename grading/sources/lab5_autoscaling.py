@@ -15,7 +15,7 @@
 # | Prerequisites | Lab 0 (TTFT/TPOT, SLO attainment), Lab 3 (continuous batching); the lecture on autoscaling |
 # | Hardware tier | **CPU** (any laptop); the Ray Serve demo starts a local Ray (2 cores, ~1 GiB) |
 # | Time | ~3 min in fast mode, ~6 min in full mode (the Ray demo is ~1.5 min of that), plus reading (lab 3 h) |
-# | Graded (25 points) | Erlang C (3), Kingman (2), HPA rule (3); your autoscaler: bounds (2), SLO attainment (3), GPU-hours and scale actions (3), behaviour under a step, a constant load and a cold start (3); your spot mix: behaviour (3), cost at the SLO (3) |
+# | Graded (27 points) | Erlang C (3), Kingman (2), HPA rule (3); your autoscaler: bounds (2), SLO attainment (3), GPU-hours and scale actions (3), behaviour under a step, a constant load and a cold start (3), scaling down (2); your spot mix: behaviour (3), cost at the SLO (3) |
 #
 # Your autoscaler is graded on the lab's trace and on hidden traces (one smooth, one bursty) by SLO
 # attainment, GPU-hours against the oracle and against the HPA, and scale actions per hour. The Ray
@@ -288,7 +288,12 @@ def hpa_desired_replicas(current: int, metric: float, target: float, tolerance: 
 # %% tests id=test_hpa points=3
 assert hpa_desired_replicas(4, 15.0, 10.0) == 6
 assert hpa_desired_replicas(4, 10.5, 10.0) == 4
+assert hpa_desired_replicas(4, 12.5, 10.0, tolerance=0.25) == 4, "exactly at the tolerance nothing changes"
 ### BEGIN HIDDEN TESTS
+# boundaries exact in binary floating point: |ratio - 1| == tolerance keeps the count, just past it does not
+for _cur, _metric, _target, _tol, _want in ((8, 7.5, 10.0, 0.25, 8), (6, 3.0, 2.0, 0.5, 6), (5, 0.5, 1.0, 0.5, 5),
+                                            (8, 7.4, 10.0, 0.25, 6), (6, 3.25, 2.0, 0.5, 10)):
+    assert hpa_desired_replicas(_cur, _metric, _target, tolerance=_tol) == _want, "wrong at or just past the tolerance"
 assert hpa_desired_replicas(4, 11.2, 10.0) == 5, "outside the tolerance band the count must change"
 assert hpa_desired_replicas(10, 3.1, 10.0) == 4, "scale-down rounds up"
 assert hpa_desired_replicas(3, 9.05, 10.0) == 3, "inside the tolerance band nothing changes"
@@ -361,7 +366,8 @@ for name, r in baselines.items():
 # - scales **up at once** (a replica asked for now serves only after the 90 s cold start),
 # - counts the replicas **already starting** as capacity: while they start, the queue still grows,
 #   and asking for more each period because of it overshoots (target − running = starting),
-# - scales **down slowly** (hysteresis: only after the need stayed low for a few minutes), and
+# - scales **down slowly**, and does scale down: only after the need has stayed low for `hold_s` seconds
+#   (hysteresis), and then it must (a fleet left idle gets smaller), and
 # - stays within `[ctx.capacity_adjusted_min_replicas, ctx.capacity_adjusted_max_replicas]`.
 # Keep your memory in the returned state dict (never mutate `ctx.policy_state`).
 #
@@ -370,7 +376,9 @@ for name, r in baselines.items():
 # attainment >= 0.99 and GPU-hours <= 1.6x the oracle on this trace, and similar bounds on a hidden
 # smooth and a hidden bursty trace (GPU-hours also against the HPA's, and scale actions per hour);
 # behaviour: more replicas running within the cold start plus one decision period after a step in
-# load, no flapping on a constant load, no pile-up of requests while replicas are starting.
+# load, no flapping on a constant load, no pile-up of requests while replicas are starting; scaling
+# down: an idle fleet keeps its size for at least `hold_s` / 2 and is smaller after 2 × `hold_s`
+# (for any `hold_s`), and a fleet shrinks when a heavy load turns light.
 #
 # *What you may use:* `metric_values` and `clamp` from `inferlab.policies.autoscale`, `math`; not its
 # ready-made policies (`hpa_policy`, `kpa_policy`, `ray_default_policy`, ...): delegating to one scores zero.
@@ -519,6 +527,36 @@ _constant = _run(_trace_at([1500] * 10, seed=4), initial=3)
 assert _constant.num_scale_actions <= 2, "flapping on a constant load"
 ### END HIDDEN TESTS
 
+# %% tests id=test_autoscaler_scale_down points=2
+def _idle_targets(policy, num_replicas=8, period_s=10.0, duration_s=1200.0, **kwargs):
+    """[(seconds idle, target)] that `policy` asks for, every period, for a fleet left with no load at all."""
+    state, target, targets = {}, num_replicas, []
+    for _i in range(int(duration_s / period_s)):
+        now = 5000.0 + _i * period_s
+        ctx = AutoscalingContext(current_num_replicas=target, target_num_replicas=target, total_num_requests=0,
+                                 total_queued_requests=0, capacity_adjusted_min_replicas=1,
+                                 capacity_adjusted_max_replicas=32, current_time=now, policy_state=state,
+                                 aggregated_metrics={name: {r: 0 for r in range(target)} for name in
+                                                     ("kv_utilization", "compute_utilization", "num_waiting_requests")})
+        target, state = policy(ctx, **kwargs)
+        targets.append((now - 5000.0, target))
+    return targets
+
+
+_idle = _idle_targets(my_autoscaler)
+assert all(n == 8 for t, n in _idle if t < 150.0), "scaled down before the need stayed low for hold_s / 2"
+assert min(n for t, n in _idle if t <= 600.0) < 8, "an idle fleet must get smaller within 2 x hold_s"
+### BEGIN HIDDEN TESTS
+for _hold, _size in ((60.0, 5), (900.0, 12)):
+    _idle = _idle_targets(my_autoscaler, num_replicas=_size, period_s=_hold / 30, duration_s=3 * _hold, hold_s=_hold)
+    assert all(n == _size for t, n in _idle if t < _hold / 2), "scaled down too early for this hold_s"
+    assert min(n for t, n in _idle if t <= 2 * _hold) < _size, "an idle fleet did not shrink within 2 x hold_s"
+    assert all(1 <= n <= 32 for t, n in _idle), "out of bounds while scaling down"
+# a light load after a heavy one (not an idle fleet): the simulated fleet must shrink
+_timeline = _run(_trace_at([1500] * 3 + [200] * 10, seed=6), initial=2).timeline
+assert _running(_timeline[-1]) < max(_running(r) for r in _timeline), "the fleet did not shrink when the load fell"
+### END HIDDEN TESTS
+
 # %% [markdown]
 # ## 5. Spot capacity: your spot/on-demand mix (graded)
 #
@@ -549,8 +587,10 @@ for name, r in spot_runs.items():
 
 # %% [markdown]
 # **Exercise 5.** Write `my_spot_policy(ctx) -> (num_spot_replicas, state)`: return a count in
-# `[0, ctx.target_num_replicas]`; use spot when it is cheap (ratio well below 1) and the market is calm,
-# keep at least one replica on-demand (and all of a small fleet: the "half spot" run above lost the SLO
+# `[0, ctx.target_num_replicas]`; use spot when it is cheap and the market is calm, and **no spot at all when
+# it costs 0.8 of on-demand or more** (`ctx.spot_price_ratio >= 0.8`: restarted requests and replacement cold
+# starts eat a saving that small),
+# keep at least one replica on-demand (and all of a fleet of 3 or fewer: the "half spot" run above lost the SLO
 # when one of its two replicas was preempted during the rise), and **react to preemption**: right after a notice, ask for no
 # more spot than is left (`<= ctx.num_spot_replicas`: the replacement is on-demand), and go back to spot
 # once the market has been quiet for a while (~10 minutes). Graded: that behaviour, and on this market (mean of four
@@ -598,7 +638,15 @@ _calm = my_spot_policy(_c)[0]
 assert 1 <= _calm <= 9, f"cheap and calm: some spot, one on-demand at least (got {_calm} of 10)"
 assert _c.policy_state == {}, "do not mutate ctx.policy_state; return a new dict"
 assert my_spot_policy(_sctx(notices=(3590.0,)))[0] <= 5, "right after a notice the replacement must be on-demand"
+assert my_spot_policy(_sctx(ratio=1.0))[0] == 0, "spot as dear as on-demand: use none"
 ### BEGIN HIDDEN TESTS
+for _ratio in (0.8, 0.9, 1.3):
+    for _target in (4, 10, 24):
+        assert my_spot_policy(_sctx(ratio=_ratio, target=_target, spot=0))[0] == 0, "spot used at a price too close to on-demand"
+for _target in range(1, 25):
+    _n = my_spot_policy(_sctx(ratio=0.3, target=_target, spot=0))[0]
+    assert _n <= _target - 1, "at least one replica must stay on-demand"
+    assert _target > 3 or _n == 0, "a fleet of 3 or fewer must stay on-demand"
 for _target in range(0, 13):
     for _spot in range(0, _target + 1):
         for _notices in [(), (3000.0,), (3599.0,)]:
