@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.attacks:
         import hostile
 
-        students = hostile.hostile_class(args.lab, release_of(args.lab), solution_answers(args.lab))
+        knows = hostile.Knowledge(course_db=str(args.dest.resolve() / "grading" / "gradebook.db"), repo=str(REPO), port=1)
+        students = hostile.hostile_class(args.lab, release_of(args.lab), solution_answers(args.lab), knows)
     config = make_course(args.lab, args.dest, students)
     print(f"{len(students)} submissions; grade them with:\n"
           f"  inferlab grade {args.lab} --config {config}")

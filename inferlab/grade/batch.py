@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from inferlab.grade.course import Course, build_site, release
+from inferlab.grade.course import Course, build_site, ensure_assignment, release
 from inferlab.grade.gradebook import MergeFailed, grade_cells, merge_scores, read_scores, record_runs
 from inferlab.grade.host import Host, SandboxUnavailable
 from inferlab.grade.sandbox import BatchFiles, SandboxLimits, SandboxResult, run_sandbox
@@ -72,7 +72,7 @@ def grade_class(lab: str, course: Course, students: dict[str, Path], limits: San
     os.chmod(work, 0o700)
     site = build_site(work)
     released, template = release(course, lab, work)
-    cells = grade_cells(course.db_url, lab)
+    cells = grade_cells(f"sqlite:///{template}", lab)
     max_score = sum(c.max_score for c in cells)
     threads = max(1, (os.cpu_count() or 1) // num_jobs)
     env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
@@ -100,7 +100,7 @@ def grade_class(lab: str, course: Course, students: dict[str, Path], limits: San
         finally:
             bar.close()
             slots.put(slot)
-        rows[student] = _merge(result, course, lab, cells, max_score, merge_lock)
+        rows[student] = _merge(result, course, lab, max_score, merge_lock, work)
         overall.update(1)
         overall.set_postfix_str(f"{student}: {rows[student].status}")
 
@@ -108,6 +108,11 @@ def grade_class(lab: str, course: Course, students: dict[str, Path], limits: San
         for future in [pool.submit(one, s, p) for s, p in students.items()]:
             future.result()
     overall.close()
+    for student, row in rows.items():  # a lock held through a merge: once more, now the batch is over
+        if row.status == "unmerged":
+            result = SandboxResult(student, row.reason.split(" | ")[0], "", row.wall_s, row.cpu_s,
+                                   work / "sandboxes" / student / "private" / "gradebook.db", Path())
+            rows[student] = _merge(result, course, lab, max_score, merge_lock, work, max_wait_s=120.0)
     runs = {r.student: {**asdict(r), "graded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")} for r in rows.values()}
     record_runs(course.db_url, lab, runs)
     logs = work / "logs"
@@ -121,8 +126,8 @@ def grade_class(lab: str, course: Course, students: dict[str, Path], limits: San
     return [rows[s] for s in students]
 
 
-def _merge(result: SandboxResult, course: Course, lab: str, cells, max_score: float,
-           lock: threading.Lock) -> StudentRow:
+def _merge(result: SandboxResult, course: Course, lab: str, max_score: float, lock: threading.Lock,
+           work: Path, max_wait_s: float = 60.0) -> StudentRow:
     status, reason = result.status, result.reason
     scores = {}
     if status == "ok":
@@ -134,9 +139,19 @@ def _merge(result: SandboxResult, course: Course, lab: str, cells, max_score: fl
             status, reason = "failed", "nbgrader recorded no grades"
     with lock:
         try:
-            written = merge_scores(course.db_url, lab, result.student, scores)
+            deadline = time.monotonic() + max_wait_s
+            while True:
+                try:
+                    ensure_assignment(course, lab, work)
+                    break
+                except Exception as exc:  # the course gradebook locked (nbgrader's own error text)
+                    if time.monotonic() > deadline:
+                        raise MergeFailed(f"could not create {lab} in the course gradebook: {exc}") from exc
+                    time.sleep(2.0)
+            written = merge_scores(course.db_url, lab, result.student, scores, max_wait_s=max_wait_s)
         except MergeFailed as exc:
-            return StudentRow(result.student, 0.0, max_score, result.wall_s, result.cpu_s, "unmerged", str(exc))
+            return StudentRow(result.student, 0.0, max_score, result.wall_s, result.cpu_s, "unmerged",
+                              f"{status} | {exc}")
     return StudentRow(result.student, sum(written.values()), max_score, result.wall_s, result.cpu_s, status, reason)
 
 

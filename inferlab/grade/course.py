@@ -106,10 +106,7 @@ def build_site(work: Path) -> Path:
 
 
 def release(course: Course, lab: str, work: Path) -> tuple[Path, Path]:
-    """Release `lab` in a private build course; returns (released folder, template gradebook).
-
-    Also creates the assignment in the course gradebook when it is missing there.
-    """
+    """Release `lab` in a private build course; returns (released folder, template gradebook)."""
     build = work / "build-course"
     shutil.copytree(course.config_path.parent, build / "grading",
                     ignore=lambda d, names: [n for n in names if not n.endswith(".py")])
@@ -122,16 +119,20 @@ def release(course: Course, lab: str, work: Path) -> tuple[Path, Path]:
     _nbgrader(build / "grading", "generate_assignment", lab, "--force", root,
               "--CourseDirectory.source_directory=solutions", "--CourseDirectory.release_directory=labs",
               f"--CourseDirectory.db_url=sqlite:///{template}")
+    return build / "labs" / lab, template
+
+
+def ensure_assignment(course: Course, lab: str, work: Path) -> None:
+    """Create `lab` in the course gradebook (from the build course of `release`) when it is missing."""
     from nbgrader.api import Gradebook, MissingEntry
 
     with Gradebook(course.db_url) as gb:
         try:
             gb.find_assignment(lab)
-            known = True
+            return
         except MissingEntry:
-            known = False
-    if not known:
-        _nbgrader(build / "grading", "generate_assignment", lab, "--force", root,
-                  "--CourseDirectory.source_directory=solutions", "--CourseDirectory.release_directory=labs",
-                  f"--CourseDirectory.db_url={course.db_url}")
-    return build / "labs" / lab, template
+            pass
+    build = work / "build-course"
+    _nbgrader(build / "grading", "generate_assignment", lab, "--force", f"--CourseDirectory.root={build}",
+              "--CourseDirectory.source_directory=solutions", "--CourseDirectory.release_directory=labs",
+              f"--CourseDirectory.db_url={course.db_url}")
