@@ -114,16 +114,21 @@ for _p in _g.glob("/proc/*/environ"):
 _verdict("read-secret", bool(_seen), f"found in {{_seen}}; environment has {{len(_os.environ)}} names")
 ''',
     "huge-output": r'''
+_verdict("huge-output", False, "printing 40 MB next; nbgrader must keep its head (LimitOutput)")
 for _i in range(40000):
     print("x" * 1000)
-_verdict("huge-output", False, "printed 40 MB")
 ''',
     "binary-output": r'''
+_verdict("binary-output", False, "emitting raw bytes next; the grader must survive them")
 from IPython.display import publish_display_data as _pub
-_pub({{"application/octet-stream": bytes(range(256)) * 64, "text/plain": "\x00\x1b[2J\udcff"}})
-print("\x00\x07\x1b[31m\udcff\ud800", end="")
-_sys.stdout.write(bytes(range(256)).decode("latin-1"))
-_verdict("binary-output", False, "emitted")
+for _emit in (lambda: _pub({{"application/octet-stream": bytes(range(256)) * 64, "text/plain": "\x00\x1b[2J\udcff"}}),
+              lambda: print("\x00\x07\x1b[31m\udcff\ud800", end=""),
+              lambda: _sys.stdout.write(bytes(range(256)).decode("latin-1")),
+              lambda: _sys.__stdout__.buffer.write(bytes(range(256)))):
+    try:
+        _emit()
+    except Exception as e:
+        print("emit failed:", type(e).__name__)
 ''',
     "missing-kernel": r'''
 _verdict("missing-kernel", False, "kernel started anyway: nbgrader restored the kernelspec")

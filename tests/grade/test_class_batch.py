@@ -81,7 +81,7 @@ def batch(tmp_path_factory):
     start = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "inferlab", "grade", LAB, "--config", str(config), "--jobs", str(NUM_JOBS),
-         "--max-notebook-s", "300", "--max-cpu-s", "90", "--max-memory-mb", "2048", "--max-procs", "192",
+         "--max-notebook-s", "240", "--max-cpu-s", "60", "--max-memory-mb", "2048", "--max-procs", "192",
          "--work-dir", str(course / "work"), "--keep"],
         env=env, capture_output=True, text=True, timeout=1800)
     wall_s = time.monotonic() - start

@@ -38,8 +38,8 @@ def _source_notebook() -> nbformat.NotebookNode:
     nb.cells = [
         nbformat.v4.new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION\n",
                                   metadata=meta(solution=True, grade_id="double")),
-        nbformat.v4.new_code_cell(f"assert double(2) == 4\n### BEGIN HIDDEN TESTS\nassert double(5) == 10, '{HIDDEN}'\n"
-                                  "### END HIDDEN TESTS\n",
+        nbformat.v4.new_code_cell(f"assert double(2) == 4\n### BEGIN HIDDEN TESTS\n_case = '{HIDDEN}'\n"
+                                  "assert double(5) == 10, 'double is wrong for an odd input'\n### END HIDDEN TESTS\n",
                                   metadata=meta(grade=True, locked=True, grade_id="test_double", points=2)),
     ]
     return nb
