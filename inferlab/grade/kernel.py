@@ -1,5 +1,9 @@
 """The sandbox's kernel launcher: drop to an unprivileged uid, set limits, exec ipykernel.
 
+`kernel.py --run PROGRAM ARGS...` does the same for any program: the sandbox points the course
+config's isolated test runner (`IsolatedExecute.python`) at a wrapper using it, so that a fresh
+interpreter nbgrader starts to run the learner's code does not run as root either.
+
 Inside a sandbox, nbgrader runs as root (it owns the sandbox's gradebook, in a 0700 folder)
 and starts kernels through the kernelspec `sandbox.py` writes, whose argv is this script.
 Standard library only. It copies the connection file where the kernel's uid can read it,
@@ -22,20 +26,7 @@ def _chown_tree(path: str, uid: int, gid: int) -> None:
             os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "-f":
-        print("usage: kernel.py -f CONNECTION_FILE [ipykernel options]", file=sys.stderr)
-        return 2
-    extra = argv[2:]  # e.g. nbgrader's --HistoryManager.hist_file=:memory:
-    uid = int(os.environ["INFERLAB_SANDBOX_UID"])
-    home = os.environ["HOME"]
-    with open(argv[1]) as f:
-        connection = json.load(f)
-    private = os.path.join(home, ".kernel-" + os.path.basename(argv[1]))
-    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(connection, f)
-    os.chown(private, uid, uid)
+def _drop_privileges(uid: int) -> None:
     _chown_tree(os.getcwd(), uid, uid)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     max_procs = int(os.environ["INFERLAB_SANDBOX_MAX_PROCS"])
@@ -49,6 +40,26 @@ def main(argv: list[str]) -> int:
     os.setuid(uid)
     if os.getuid() != uid or os.geteuid() != uid:
         raise SystemExit("kernel.py: could not drop privileges")
+
+
+def main(argv: list[str]) -> int:
+    uid = int(os.environ["INFERLAB_SANDBOX_UID"])
+    if argv[:1] == ["--run"] and len(argv) > 1:
+        _drop_privileges(uid)
+        os.execv(argv[1], argv[1:])
+    if len(argv) < 2 or argv[0] != "-f":
+        print("usage: kernel.py -f CONNECTION_FILE [ipykernel options]", file=sys.stderr)
+        return 2
+    extra = argv[2:]  # e.g. nbgrader's --HistoryManager.hist_file=:memory:
+    home = os.environ["HOME"]
+    with open(argv[1]) as f:
+        connection = json.load(f)
+    private = os.path.join(home, ".kernel-" + os.path.basename(argv[1]))
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(connection, f)
+    os.chown(private, uid, uid)
+    _drop_privileges(uid)
     os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f", private, *extra])
     return 1  # not reached
 

@@ -106,6 +106,12 @@ def prepare(sandbox: Path, submission: Path, student: str, files: BatchFiles, ui
     (kernels / "kernel.json").write_text(json.dumps({
         "argv": [host.python, str(kernel_py), "-f", "{connection_file}"],
         "display_name": "Python 3 (inferlab sandbox)", "language": "python"}))
+    # The course config may run the learner's code in a fresh interpreter started by nbgrader
+    # (root in here): route that interpreter through the same privilege drop as the kernel.
+    student_python = sandbox / "bin" / "student-python"
+    student_python.parent.mkdir()
+    student_python.write_text(f'#!/bin/sh\nexec {host.python} {kernel_py} --run {host.python} "$@"\n')
+    student_python.chmod(0o755)
     (sandbox / "jupyter-config").mkdir()
     (sandbox / "root").mkdir()
     env = {
@@ -122,7 +128,8 @@ def prepare(sandbox: Path, submission: Path, student: str, files: BatchFiles, ui
         **files.env,
     }
     argv = [host.python, "-m", "nbgrader", "autograde", lab, f"--student={student}", "--force",
-            f"--CourseDirectory.db_url=sqlite:///{private / 'gradebook.db'}", "--log-level=INFO"]
+            f"--CourseDirectory.db_url=sqlite:///{private / 'gradebook.db'}",
+            f"--IsolatedExecute.python={student_python}", "--log-level=INFO"]
     spec = {
         "root_dir": str(sandbox / "root"),
         "binds_ro": [*host.system_paths, str(files.site_dir)],
