@@ -64,7 +64,7 @@ def _table(lab: str, rows: list[StudentRow]) -> str:
 
 
 def grade_class(lab: str, course: Course, students: dict[str, Path], limits: SandboxLimits, num_jobs: int,
-                work: Path, keep: bool = False) -> list[StudentRow]:
+                work: Path, keep: bool = False, first_uid: int = FIRST_UID) -> list[StudentRow]:
     """Grade every submission in `students`; returns one row per student (in the given order)."""
     host = Host.detect()
     print(host.describe(), flush=True)
@@ -95,7 +95,7 @@ def grade_class(lab: str, course: Course, students: dict[str, Path], limits: San
             bar.n = min(int(elapsed), bar.total)
             bar.refresh()
         try:
-            result = run_sandbox(work / "sandboxes" / student, submission, student, files, FIRST_UID + slot,
+            result = run_sandbox(work / "sandboxes" / student, submission, student, files, first_uid + slot,
                                  limits, host, on_tick=tick)
         finally:
             bar.close()
@@ -168,10 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-memory-mb", type=int, default=4096, help="memory cap per submission (MiB)")
     parser.add_argument("--max-procs", type=int, default=256, help="processes per submission")
     parser.add_argument("--work-dir", type=Path, help="batch folder (default build/grade/<lab>-<time>)")
+    parser.add_argument("--first-uid", type=int, default=FIRST_UID, help="kernels run as uids FIRST_UID.. "
+                        "FIRST_UID+jobs-1 (default 61000); give concurrent batches disjoint ranges")
     parser.add_argument("--keep", action="store_true", help="keep every sandbox folder for inspection")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if not 1000 <= args.first_uid <= 2**31 - args.jobs:
+        parser.error(f"--first-uid must be an unprivileged uid >= 1000, got {args.first_uid}")
     course = Course.load(args.config)
     cap_s = args.max_notebook_s or course.max_notebook_s or 900.0
     limits = SandboxLimits(max_wall_s=cap_s, max_cpu_s=args.max_cpu_s or 2 * cap_s,
@@ -186,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
           f"processes", flush=True)
     start = time.monotonic()
     try:
-        rows = grade_class(args.lab, course, students, limits, args.jobs, work, keep=args.keep)
+        rows = grade_class(args.lab, course, students, limits, args.jobs, work, keep=args.keep, first_uid=args.first_uid)
     except SandboxUnavailable as exc:
         print(f"inferlab grade: {exc}")
         return 2

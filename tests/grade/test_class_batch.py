@@ -33,7 +33,7 @@ import hostile  # noqa: E402
 
 LAB = "lab0_baseline"
 SECRET = "s3cr3t-do-not-leak-7f1c"
-FIRST_UID, NUM_JOBS = 61000, 2
+FIRST_UID, NUM_JOBS = 63100, 2  # a uid range no other batch uses
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
 
@@ -82,7 +82,7 @@ def batch(tmp_path_factory):
     done = subprocess.run(
         [sys.executable, "-m", "inferlab", "grade", LAB, "--config", str(config), "--jobs", str(NUM_JOBS),
          "--max-notebook-s", "240", "--max-cpu-s", "60", "--max-memory-mb", "2048", "--max-procs", "192",
-         "--work-dir", str(course / "work"), "--keep"],
+         "--first-uid", str(FIRST_UID), "--work-dir", str(course / "work"), "--keep"],
         env=env, capture_output=True, text=True, timeout=1800)
     wall_s = time.monotonic() - start
     stop.set()
