@@ -32,3 +32,15 @@ LABS = [
 from course import configure_grading  # noqa: E402 (grading/ is on sys.path from here on)
 
 configure_grading(c)
+
+# --- Exchange (release -> fetch -> submit -> collect -> return feedback) ---------------------------
+# nbgrader's default exchange, /srv/nbgrader/exchange, does not exist on a laptop or in CI, so
+# formgrader greys out Release and Collect. The kit's exchange is a folder of the course,
+# build/exchange, created here (world-writable with the sticky bit, as nbgrader's docs ask for a
+# shared exchange). On a JupyterHub, point INFERLAB_EXCHANGE at the shared path instead (students'
+# configs need the same `c.Exchange.root` and `c.CourseDirectory.course_id`).
+EXCHANGE_ROOT = os.environ.get("INFERLAB_EXCHANGE") or os.path.join(_root, "build", "exchange")
+if not os.path.isdir(EXCHANGE_ROOT):
+    os.makedirs(EXCHANGE_ROOT, exist_ok=True)
+    os.chmod(EXCHANGE_ROOT, 0o1777)
+c.Exchange.root = EXCHANGE_ROOT

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("inferlab.bench.main", "benchmarks: engine, sim-fidelity, sim-speed, soak, fuzz"),
     "profile": ("inferlab.profile", "profile the real engine's step times for the simulator"),
     "simulate": ("inferlab.sim.main", "simulate a fleet on a trace with an autoscaler and router"),
+    "grade": ("inferlab.grade.batch", "autograde a class in parallel, one sandbox per submission"),
 }
 
 
