@@ -1,0 +1,60 @@
+"""Serve the instructor dashboard with Voila on a loopback port (`make dashboard`).
+
+    python grading/dashboard/serve.py                        # the kit's grading/gradebook.db
+    python grading/dashboard/serve.py --gradebook /path/gradebook.db --port 8866
+
+Voila runs `dashboard.ipynb` in a kernel of this interpreter and shows only its
+outputs. Only the widgets' JupyterLab extension is loaded (the kit's other lab
+extensions, nbgrader's among them, have no place on a read-only page).
+The browser test starts Voila with the same `voila_command`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+
+NOTEBOOK = Path(__file__).resolve().parent / "dashboard.ipynb"
+EXTENSIONS = ["@jupyter-widgets/jupyterlab-manager"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on at the moment (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def voila_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The Voila command line serving the dashboard on host:port, without opening a browser."""
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be within 1..65535, got {port}")
+    allow = "[" + ",".join(f'"{e}"' for e in EXTENSIONS) + "]"
+    return [sys.executable, "-m", "voila", str(NOTEBOOK), "--no-browser", f"--Voila.ip={host}", f"--port={port}",
+            "--Voila.port_retries=0", f"--VoilaConfiguration.extension_allowlist={allow}",
+            "--VoilaConfiguration.show_tracebacks=True"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gradebook", type=Path, help="nbgrader gradebook (default: $INFERLAB_GRADEBOOK, "
+                        "else grading/gradebook.db)")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    if args.gradebook:
+        if not args.gradebook.is_file():
+            parser.error(f"gradebook not found: {args.gradebook}")
+        os.environ["INFERLAB_GRADEBOOK"] = str(args.gradebook.resolve())
+    port = args.port or free_port(args.host)
+    print(f"Instructor dashboard: http://{args.host}:{port}/  (gradebook: "
+          f"{os.environ.get('INFERLAB_GRADEBOOK', 'grading/gradebook.db')}; Ctrl-C stops it)", flush=True)
+    cmd = voila_command(port, args.host)
+    os.execv(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main()
