@@ -4,8 +4,7 @@
     python grading/dashboard/serve.py --gradebook /path/gradebook.db --port 8866
 
 Voila runs `dashboard.ipynb` in a kernel of this interpreter and shows only its
-outputs. Only the widgets' JupyterLab extension is loaded (the kit's other lab
-extensions, nbgrader's among them, have no place on a read-only page).
+outputs. nbgrader's JupyterLab extensions are not loaded on the page.
 The browser test starts Voila with the same `voila_command`.
 """
 
@@ -18,7 +17,9 @@ import sys
 from pathlib import Path
 
 NOTEBOOK = Path(__file__).resolve().parent / "dashboard.ipynb"
-EXTENSIONS = ["@jupyter-widgets/jupyterlab-manager"]
+# JupyterLab extensions of the kit's environment that fail to load on a Voila page (they need
+# JupyterLab's file browser) and have no place on it.
+DENIED_EXTENSIONS = ["@jupyter/nbgrader", "@jupyter-notebook/lab-extension"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -32,10 +33,9 @@ def voila_command(port: int, host: str = "127.0.0.1") -> list[str]:
     """The Voila command line serving the dashboard on host:port, without opening a browser."""
     if not 0 < port < 65536:
         raise ValueError(f"port must be within 1..65535, got {port}")
-    allow = "[" + ",".join(f'"{e}"' for e in EXTENSIONS) + "]"
     return [sys.executable, "-m", "voila", str(NOTEBOOK), "--no-browser", f"--Voila.ip={host}", f"--port={port}",
-            "--Voila.port_retries=0", f"--VoilaConfiguration.extension_allowlist={allow}",
-            "--VoilaConfiguration.show_tracebacks=True"]
+            "--Voila.port_retries=0", "--VoilaConfiguration.show_tracebacks=True",
+            *(f"--VoilaConfiguration.extension_denylist={e}" for e in DENIED_EXTENSIONS)]
 
 
 def main(argv: list[str] | None = None) -> None:
