@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 NOTEBOOK = Path(__file__).resolve().parent / "dashboard.ipynb"
+DEFAULT_GRADEBOOK = NOTEBOOK.parents[1] / "gradebook.db"  # the course config's db_url (as course.py)
 # JupyterLab extensions of the kit's environment that fail to load on a Voila page (they need
 # JupyterLab's file browser) and have no place on it.
 DENIED_EXTENSIONS = ["@jupyter/nbgrader", "@jupyter-notebook/lab-extension"]
@@ -50,8 +51,10 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"gradebook not found: {args.gradebook}")
         os.environ["INFERLAB_GRADEBOOK"] = str(args.gradebook.resolve())
     port = args.port or free_port(args.host)
-    print(f"Instructor dashboard: http://{args.host}:{port}/  (gradebook: "
-          f"{os.environ.get('INFERLAB_GRADEBOOK', 'grading/gradebook.db')}; Ctrl-C stops it)", flush=True)
+    gradebook = Path(os.environ.get("INFERLAB_GRADEBOOK") or DEFAULT_GRADEBOOK)
+    print(f"Instructor dashboard: http://{args.host}:{port}/  (gradebook: {gradebook}; Ctrl-C stops it)", flush=True)
+    if not gradebook.is_file():
+        print(f"note: {gradebook} does not exist yet (autograde a lab first); the page will say so", flush=True)
     cmd = voila_command(port, args.host)
     os.execv(cmd[0], cmd)
 

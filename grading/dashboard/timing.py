@@ -66,7 +66,8 @@ def read_record(path: Path) -> pd.DataFrame:
     for name, spellings in _ALIASES.items():
         found = next((s for s in spellings if s in raw.columns), None)
         if found is None and name in ("student", "lab"):
-            raise ValueError(f"grading record {path} has no {name} column (one of {spellings}); it has {list(raw.columns)}")
+            raise ValueError(f"grading record {path} has no {name} column (one of {spellings}); "
+                             f"it has {list(raw.columns)}")
         out[name] = raw[found] if found else None
     table = pd.DataFrame(out)
     table["grading_s"] = pd.to_numeric(table["grading_s"], errors="coerce")
@@ -88,7 +89,8 @@ def submission_times(course: Course) -> pd.DataFrame:
         if record is not None:
             hit = record[(record["student"] == sub.student) & (record["lab"] == sub.lab)]
             if len(hit):
-                grading_s, reason, source = hit["grading_s"].iloc[-1], str(hit["failure_reason"].iloc[-1]), RECORD_SOURCE
+                last = hit.iloc[-1]  # the latest grading of that submission
+                grading_s, reason, source = last["grading_s"], str(last["failure_reason"]), RECORD_SOURCE
         if source == NBGRADER_SOURCE:
             folder = course.autograded_dir / sub.student / sub.lab
             times = [notebook_run_s(p) for p in sorted(folder.glob("*.ipynb"))] if folder.is_dir() else []

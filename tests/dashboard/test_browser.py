@@ -96,8 +96,9 @@ def test_dashboard_loads_plots_filters_and_exports(graded, voila_url, tmp_path):
             try:
                 page.wait_for_selector("#scores-table", timeout=PAGE_TIMEOUT_MS)
             except PlaywrightTimeout:
-                pytest.fail(f"the page did not show the scores table. Page text:\n{page.inner_text('body')[:2000]}\n"
-                            f"Browser errors:\n" + "\n".join(messages[-10:]) + f"\nVoila log:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(f"the page did not show the scores table. Page text:\n{page.inner_text('body')[:2000]}"
+                            "\nBrowser errors:\n" + "\n".join(messages[-10:])
+                            + f"\nVoila log:\n{log_path.read_text()[-3000:]}")
             for table in ("#failing-table", "#risk-table", "#times-table", "#mutants-table"):
                 assert page.locator(table).count() == 1, table
             assert page.locator("#scores-table tbody tr").count() == num_students * num_questions

@@ -39,7 +39,8 @@ def test_filter_and_csv_export_keep_exactly_the_chosen_rows(graded, course):
     assert len(picked) == 2 * len(result.max_points)
     back = pd.read_csv(io.StringIO(to_csv(picked)))
     assert list(back.columns) == list(scores.columns)
-    assert back[["student", "question", "score"]].values.tolist() == picked[["student", "question", "score"]].values.tolist()
+    columns = ["student", "question", "score"]
+    assert back[columns].values.tolist() == picked[columns].values.tolist()
     assert filter_scores(scores).equals(scores)  # no filter: everything
     with pytest.raises(ValueError, match="nobody"):
         filter_scores(scores, students=["nobody"])
@@ -52,7 +53,8 @@ def test_summary_and_totals_agree_with_the_round_trip(graded, course):
     for question, max_score in result.max_points.items():
         got = [result.scores[s][question] for s in result.scores]
         assert summary.loc[question, "mean_score"] == pytest.approx(sum(got) / len(got))
-        assert summary.loc[question, "full_marks_fraction"] == pytest.approx(sum(g >= max_score for g in got) / len(got))
+        full = sum(g >= max_score for g in got) / len(got)
+        assert summary.loc[question, "full_marks_fraction"] == pytest.approx(full)
     per_student = totals(scores).set_index("student")
     for student in result.scores:
         assert per_student.loc[student, "score"] == pytest.approx(result.total(student))
@@ -101,7 +103,8 @@ def test_students_at_risk_follow_the_stated_rule(graded, course_copy):
 
     with Gradebook(f"sqlite:///{course_copy.gradebook_path}", course_id="roundtrip") as gb:
         gb.add_assignment("lab9_unsubmitted")
-    risk = students_at_risk(load_scores(course_copy), labs(course_copy), students(course_copy), rule).set_index("student")
+    risk = students_at_risk(load_scores(course_copy), labs(course_copy), students(course_copy), rule)
+    risk = risk.set_index("student")
     assert set(risk.index) == set(result.scores)
     assert risk.loc["solution", "missing_labs"] == "lab9_unsubmitted"
     assert risk.loc["solution", "reason"] == "1 lab(s) missing"
