@@ -7,6 +7,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8888
+DASHBOARD_PORT ?= 8866
 # nbgrader runs `alembic` by name when it creates a gradebook: the venv's bin must be on PATH.
 export PATH := $(BIN):$(PATH)
 # Ray: no auth token under ~/.ray for a loopback-only cluster.
@@ -14,11 +15,11 @@ export RAY_AUTH_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 
 HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
-EXTRAS := $(if $(HAS_CUDA),frameworks-cuda,frameworks),lab,test
+EXTRAS := $(if $(HAS_CUDA),frameworks-cuda,frameworks),lab,dashboard,test
 LABS := $(notdir $(wildcard solutions/*))
 RELEASES := $(foreach lab,$(LABS),labs/$(lab)/$(lab).ipynb)
 
-.PHONY: install lab test release notebooks demo datasets datasets-download doctor clean clean-venv
+.PHONY: install lab test release notebooks demo dashboard datasets datasets-download doctor clean clean-venv
 
 install: $(STAMP)
 
@@ -37,6 +38,12 @@ ifeq ($(HAS_CUDA),)
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 endif
 	$(BIN)/python -m inferlab.cli model tiny
+	# The dashboard's browser test drives Debian's chromium through playwright (playwright's own
+	# browser download cannot be used here). Installed where missing and where we may (root);
+	# elsewhere the test skips and says why.
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium not installed (needs root and apt-get): the dashboard browser test will skip"
 	touch $@
 
 # The nbgrader release of each lab is regenerated when its source notebook changes.
@@ -57,6 +64,10 @@ test: install
 	INFERLAB_FAST=1 $(BIN)/python -m pytest tests solutions --nbval-lax --nbval-cell-timeout=600 \
 	  -p no:cacheprovider --durations=15 -q; status=$$?; \
 	echo "make test: suite wall time $$(( $$(date +%s) - start )) s"; exit $$status
+
+# The instructor dashboard over the course gradebook (grading/gradebook.db, or GRADEBOOK=/path/gradebook.db).
+dashboard: install
+	$(BIN)/python grading/dashboard/serve.py --port $(DASHBOARD_PORT) $(if $(GRADEBOOK),--gradebook $(GRADEBOOK))
 
 demo: install
 	mkdir -p build/demo
