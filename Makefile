@@ -38,12 +38,14 @@ ifeq ($(HAS_CUDA),)
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 endif
 	$(BIN)/python -m inferlab.cli model tiny
-	# The dashboard's browser test drives Debian's chromium through playwright (playwright's own
-	# browser download cannot be used here). Installed where missing and where we may (root);
-	# elsewhere the test skips and says why.
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
-	  echo "chromium not installed (needs root and apt-get): the dashboard browser test will skip"
+	# System packages, installed where missing and where we may (root): Debian's chromium for the
+	# dashboard's browser test (playwright's own browser download cannot be used here), iproute2
+	# for `inferlab grade`'s network namespaces. Elsewhere those tests skip and say why.
+	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
+	  echo "not installed (needs root and apt-get):$$missing; the tests that need them will skip"
 	touch $@
 
 # The nbgrader release of each lab is regenerated when its source notebook changes.
