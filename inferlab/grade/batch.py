@@ -177,14 +177,18 @@ def main(argv: list[str] | None = None) -> int:
     if not 1000 <= args.first_uid <= 2**31 - args.jobs:
         parser.error(f"--first-uid must be an unprivileged uid >= 1000, got {args.first_uid}")
     course = Course.load(args.config)
-    cap_s = args.max_notebook_s or course.max_notebook_s or 900.0
+    # The executor inside stops at its per-lab cap and marks what did not run; this outer cap (a
+    # minute later) is the backstop that kills the whole sandbox.
+    inner_cap_s = course.notebook_cap_s(args.lab)
+    cap_s = args.max_notebook_s or (inner_cap_s + 60.0 if inner_cap_s else 900.0)
     limits = SandboxLimits(max_wall_s=cap_s, max_cpu_s=args.max_cpu_s or 2 * cap_s,
                            max_memory_bytes=args.max_memory_mb << 20, max_procs=args.max_procs)
     students = course.students(args.lab, args.students)
     if not students:
         parser.error(f"no submissions of {args.lab} under {course.submitted_dir}")
     work = args.work_dir or build_dir() / "grade" / f"{args.lab}-{time.strftime('%Y%m%d-%H%M%S')}"
-    cell = f"{course.cell_timeout_s:g} s" if course.cell_timeout_s else "nbgrader's default"
+    cell_s = course.cell_cap_s(args.lab)
+    cell = f"{cell_s:g} s" if cell_s else "nbgrader's default"
     print(f"grading {len(students)} submission(s) of {args.lab}, {args.jobs} at a time; per-cell timeout {cell} "
           f"(course config), per-notebook cap {cap_s:g} s, memory {args.max_memory_mb} MiB, {args.max_procs} "
           f"processes", flush=True)

@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferlab.paths import REPO_ROOT
@@ -33,6 +33,8 @@ class Course:
     submitted_dir: Path
     cell_timeout_s: float | None
     max_notebook_s: float | None
+    lab_cell_timeout_s: dict[str, float] = field(default_factory=dict)
+    lab_max_notebook_s: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, config_path: Path) -> "Course":
@@ -46,11 +48,22 @@ class Course:
         root = Path(cd.root) if "root" in cd else config_path.parent
         db_url = cd.db_url if "db_url" in cd else f"sqlite:///{root / 'gradebook.db'}"
         cap = cfg.InferlabGrade.max_notebook_s if "max_notebook_s" in cfg.InferlabGrade else None
+        isolated = cfg.IsolatedExecute  # the course's per-lab limits (grading/course.py LIMITS_S)
         return cls(config_path=config_path, root=root, db_url=db_url,
                    source_dir=root / (cd.source_directory if "source_directory" in cd else "source"),
                    submitted_dir=root / (cd.submitted_directory if "submitted_directory" in cd else "submitted"),
                    cell_timeout_s=float(cfg.Execute.timeout) if "timeout" in cfg.Execute else None,
-                   max_notebook_s=float(cap) if cap is not None else None)
+                   max_notebook_s=float(cap) if cap is not None else None,
+                   lab_cell_timeout_s=dict(isolated.cell_timeout_s) if "cell_timeout_s" in isolated else {},
+                   lab_max_notebook_s=dict(isolated.max_notebook_s) if "max_notebook_s" in isolated else {})
+
+    def notebook_cap_s(self, lab: str) -> float | None:
+        """Whole-notebook limit for `lab`: InferlabGrade's if set, else the executor's per-lab limit."""
+        return self.max_notebook_s or self.lab_max_notebook_s.get(lab)
+
+    def cell_cap_s(self, lab: str) -> float | None:
+        """Per-cell limit for `lab`: the executor's per-lab limit, else nbgrader's Execute.timeout."""
+        return self.lab_cell_timeout_s.get(lab) or self.cell_timeout_s
 
     def students(self, lab: str, only: list[str] | None = None) -> dict[str, Path]:
         """student id -> submission folder, for every submission of `lab` (or those in `only`)."""
