@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=REPO_ROOT / "grading" / "nbgrader_config.py",
                         help="course config (default grading/nbgrader_config.py)")
     parser.add_argument("--max-notebook-s", type=float, help="per-notebook wall-clock cap "
-                        "(default: InferlabGrade.max_notebook_s in the course config, else the lab's IsolatedExecute.max_notebook_s + 60, else 900)")
+                        "(default: InferlabGrade.max_notebook_s in the course config, else the lab's "
+                        "IsolatedExecute.max_notebook_s + 60, else 900)")
     parser.add_argument("--max-cpu-s", type=float, help="CPU time per submission (default 2 x the notebook cap)")
     parser.add_argument("--max-memory-mb", type=int, default=4096, help="memory cap per submission (MiB)")
     parser.add_argument("--max-procs", type=int, default=256, help="processes per submission")
