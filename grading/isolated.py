@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,10 @@ def _cell_kind(cell: NotebookNode) -> str:
     if meta.get("solution"):
         return "answer"
     return "test" if meta.get("grade") else "plain"
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _error(ename: str, evalue: str) -> dict[str, Any]:
@@ -103,6 +108,8 @@ class IsolatedExecute(NbGraderPreprocessor):
             if cell["kind"] == "test":
                 outputs = self.test_outputs(result, delegation.get(cell["exercise"], []), cell["exercise"])
             nb_cell.outputs = [from_dict(o) for o in outputs]
+            if "execution" in result:
+                nb_cell.metadata["execution"] = result["execution"]
         return nb, resources
 
     @staticmethod
@@ -153,7 +160,7 @@ class IsolatedExecute(NbGraderPreprocessor):
         drain.start()
         results: dict[int, dict[str, Any]] = {}
         note, buffer, started = "", b"", time.monotonic()
-        cell_started, current, finished = started, None, False
+        cell_started, current, finished, started_at = started, None, False, _now_iso()
         try:
             child.stdin.write(json.dumps(job).encode())
             child.stdin.close()
@@ -185,8 +192,10 @@ class IsolatedExecute(NbGraderPreprocessor):
                     line, buffer = buffer.split(b"\n", 1)
                     event = json.loads(line)
                     if event["event"] == "start":
-                        current, cell_started = event["index"], time.monotonic()
+                        current, cell_started, started_at = event["index"], time.monotonic(), _now_iso()
                     elif event["event"] == "done":
+                        # timestamps from the grader's clock, where nbclient puts them (instructor dashboard)
+                        event["execution"] = {"iopub.execute_input": started_at, "shell.execute_reply": _now_iso()}
                         results[event["index"]], current = event, None
                         send_next()
                     elif event["event"] == "end":

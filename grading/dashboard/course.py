@@ -21,7 +21,7 @@ from pathlib import Path
 GRADING = Path(__file__).resolve().parents[1]
 DEFAULT_GRADEBOOK = GRADING / "gradebook.db"
 # What `inferlab grade` writes beside the gradebook (first one found is read).
-RECORD_NAMES = ("grading_record.jsonl", "grading_record.csv", "grade_record.jsonl", "grade_record.csv")
+RECORD_NAMES = ("grade_runs.json", "grading_record.jsonl", "grading_record.csv", "grade_record.jsonl", "grade_record.csv")
 
 
 @dataclass(frozen=True)

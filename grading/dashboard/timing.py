@@ -56,10 +56,14 @@ def notebook_run_s(path: Path) -> tuple[float | None, int]:
 
 
 def read_record(path: Path) -> pd.DataFrame:
-    """The side record (JSON lines or CSV) as columns student, lab, grading_s, failure_reason."""
+    """The side record (grade_runs.json, JSON lines or CSV) as columns student, lab, grading_s, failure_reason."""
     if path.suffix == ".jsonl":
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         raw = pd.DataFrame(rows)
+    elif path.suffix == ".json":  # `inferlab grade`'s grade_runs.json: {lab: {student: {wall_s, reason, ...}}}
+        runs = json.loads(path.read_text())
+        raw = pd.DataFrame([{**run, "student": student, "lab": lab}
+                            for lab, students in runs.items() for student, run in students.items()])
     else:
         raw = pd.read_csv(path)
     out = {}

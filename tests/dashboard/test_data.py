@@ -132,6 +132,21 @@ def test_grading_time_per_submission_from_nbgrader_and_from_a_record(graded, cou
         submission_times(Course(course_copy.gradebook_path))
 
 
+def test_grading_time_from_the_inferlab_grade_record(graded, course_copy):
+    """`inferlab grade` writes grade_runs.json beside the gradebook ({lab: {student: run}}): it wins."""
+    import json
+
+    result, _ = graded
+    runs = {result.lab: {"solution": {"student": "solution", "wall_s": 41.5, "status": "ok", "reason": ""},
+                         "blank": {"student": "blank", "wall_s": 7.0, "status": "timeout",
+                                   "reason": "ran over 240 s"}}}
+    (course_copy.gradebook_path.parent / "grade_runs.json").write_text(json.dumps(runs))
+    times = submission_times(Course(course_copy.gradebook_path)).set_index("student")
+    assert times.loc["solution", "grading_s"] == 41.5 and times.loc["solution", "source"] == RECORD_SOURCE
+    assert times.loc["blank", "failure_reason"] == "ran over 240 s"
+    assert times.loc[f"mutant-{result.mutants[0].name}", "source"] != RECORD_SOURCE
+
+
 def test_mutant_table_lists_each_change_and_the_tests_it_lost(graded, course):
     result, _ = graded
     table = mutant_table(course.mutants_dir, load_scores(course), labs=[result.lab])
