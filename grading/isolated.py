@@ -46,6 +46,17 @@ def _cell_kind(cell: NotebookNode) -> str:
     return "test" if meta.get("grade") else "plain"
 
 
+def _valid_text(value: Any) -> Any:
+    """`value` with every string made valid UTF-8 (lone surrogates become '?'), so the notebook can be written."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {key: _valid_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_valid_text(item) for item in value]
+    return value
+
+
 def _now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -107,7 +118,7 @@ class IsolatedExecute(NbGraderPreprocessor):
             outputs = result["outputs"]
             if cell["kind"] == "test":
                 outputs = self.test_outputs(result, delegation.get(cell["exercise"], []), cell["exercise"])
-            nb_cell.outputs = [from_dict(o) for o in outputs]
+            nb_cell.outputs = [from_dict(_valid_text(o)) for o in outputs]
             if "execution" in result:
                 nb_cell.metadata["execution"] = result["execution"]
         return nb, resources

@@ -116,7 +116,7 @@ def test_honest_students_and_solution_get_full_marks(batch):
     rows = batch["summary"]["students"]
     for student in ("a-honest-first", "z-honest-last"):
         assert rows[student]["status"] == "ok", rows[student]
-        assert rows[student]["score"] == rows[student]["max_score"] == 9, rows[student]
+        assert rows[student]["score"] == rows[student]["max_score"] > 0, rows[student]
 
 
 def test_blank_and_every_attack_get_zero(batch):

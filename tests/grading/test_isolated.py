@@ -122,3 +122,17 @@ def test_course_config_grades_with_the_isolated_executor(tmp_path):
     assert config.IsolatedExecute.cell_timeout_s["lab5_autoscaling"] > config.IsolatedExecute.cell_timeout_s["lab0_baseline"]
     with pytest.raises(ValueError, match="timeouts must be > 0"):
         isolated.IsolatedExecute(cell_timeout_s={"labx": 0.0}).limits("labx")
+
+
+def test_binary_and_surrogate_outputs_leave_a_notebook_that_can_be_written(tmp_path):
+    """Lone surrogates, NULs and escapes in outputs: the cell is graded and the notebook still writes."""
+    import nbformat
+
+    nb, scores, _ = _grade([
+        _cell("import sys\nprint('\\x00\\x07\\x1b[31m\\udcff\\ud800', end='')\n"
+              "sys.stdout.write(bytes(range(256)).decode('latin-1'))\n'\\ud800'"),
+        _cell("assert True", "test", "t_after"),
+    ])
+    assert scores == {"t_after": 2}
+    nbformat.write(nb, tmp_path / "graded.ipynb")  # UnicodeEncodeError before the outputs were made valid
+    assert "\x1b[31m" in "".join(o.get("text", "") for o in nb.cells[0].outputs)
