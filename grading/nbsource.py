@@ -8,6 +8,9 @@ marker lines:
     # %% solution id=<grade_id>           an autograded answer cell (### BEGIN/END SOLUTION)
     # %% tests id=<grade_id> points=<n>   an autograder test cell (### BEGIN/END HIDDEN TESTS)
     # %% readonly id=<grade_id>           a locked code cell (setup learners must not edit)
+    # %% [markdown] manual id=<grade_id> points=<n>
+                                          a written answer graded by hand (the solution's text is
+                                          the model answer; the release shows "YOUR ANSWER HERE")
 
 `write_notebook` turns a source into a clean notebook: no outputs, no execution
 counts, deterministic cell ids, only nbgrader and kernelspec metadata. Run
@@ -27,14 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCES = REPO / "grading" / "sources"
 SOLUTIONS = REPO / "solutions"
 
-_MARKER = re.compile(r"^# %%(?: \[(?P<kind>markdown)\])?(?: (?P<role>solution|tests|readonly))?(?P<attrs>(?: \w+=\S+)*)\s*$")
+_MARKER = re.compile(r"^# %%(?: \[(?P<kind>markdown)\])?(?: (?P<role>solution|tests|readonly|manual))?(?P<attrs>(?: \w+=\S+)*)\s*$")
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
 @dataclass
 class Cell:
     kind: str  # "markdown" | "code"
-    role: str | None  # None | "solution" | "tests" | "readonly"
+    role: str | None  # None | "solution" | "tests" | "readonly" | "manual"
     attrs: dict[str, str] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
 
@@ -62,8 +65,10 @@ def parse(text: str, name: str = "<source>") -> list[Cell]:
             role = match["role"]
             if role and "id" not in attrs:
                 raise ValueError(f"{name}:{number}: a {role} cell needs id=<grade_id>")
-            if role == "tests" and "points" not in attrs:
-                raise ValueError(f"{name}:{number}: a tests cell needs points=<n>")
+            if role in ("tests", "manual") and "points" not in attrs:
+                raise ValueError(f"{name}:{number}: a {role} cell needs points=<n>")
+            if role == "manual" and not match["kind"]:
+                raise ValueError(f"{name}:{number}: a manual cell is a markdown cell: `# %% [markdown] manual ...`")
             cells.append(Cell("markdown" if match["kind"] else "code", role, attrs))
         elif cells:
             cells[-1].lines.append(line)
@@ -75,13 +80,15 @@ def parse(text: str, name: str = "<source>") -> list[Cell]:
 def _nbgrader_meta(cell: Cell) -> dict | None:
     if cell.role is None:
         return None
+    graded = cell.role in ("tests", "manual")
+    answer = cell.role in ("solution", "manual")
     return {
-        "grade": cell.role == "tests",
+        "grade": graded,
         "grade_id": cell.attrs["id"],
-        "locked": cell.role != "solution",
-        **({"points": int(cell.attrs["points"])} if cell.role == "tests" else {}),
+        "locked": not answer,
+        **({"points": int(cell.attrs["points"])} if graded else {}),
         "schema_version": 3,
-        "solution": cell.role == "solution",
+        "solution": answer,
         "task": False,
     }
 

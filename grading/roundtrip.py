@@ -45,13 +45,17 @@ class Mutant:
 
 @dataclass
 class RoundTrip:
-    """Scores per student per test cell, the maxima, and where the course lives."""
+    """Scores per student per autograded test cell, the maxima, and where the course lives.
+
+    Written answers graded by hand (`manual` cells) are listed in `manual_points`, not scored here.
+    """
 
     lab: str
     course: Path
     max_points: dict[str, float]
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     mutants: list[Mutant] = field(default_factory=list)
+    manual_points: dict[str, float] = field(default_factory=dict)
 
     def total(self, student: str) -> float:
         return sum(self.scores[student].values())
@@ -172,7 +176,8 @@ def grade_students(lab: str, students: dict[str, dict[str, str] | None], course:
     _nbgrader(course, "autograde", lab, "--force")
     if with_feedback:
         _nbgrader(course, "generate_feedback", lab, "--force")
-    return RoundTrip(lab, course, *_read_gradebook(course, lab, list(students)))
+    max_points, scores, manual_points = _read_gradebook(course, lab, list(students))
+    return RoundTrip(lab, course, max_points, scores, manual_points=manual_points)
 
 
 def _read_gradebook(course: Path, lab: str, students: list[str]):
@@ -180,12 +185,13 @@ def _read_gradebook(course: Path, lab: str, students: list[str]):
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id="roundtrip") as gb:
         notebook = gb.find_notebook(lab, lab)
-        max_points = {cell.name: cell.max_score for cell in notebook.grade_cells}
+        max_points = {cell.name: cell.max_score for cell in notebook.grade_cells if cell.cell_type == "code"}
+        manual_points = {cell.name: cell.max_score for cell in notebook.grade_cells if cell.cell_type != "code"}
         scores = {
             student: {cell: gb.find_grade(cell, lab, lab, student).score for cell in max_points}
             for student in students
         }
-    return max_points, scores
+    return max_points, scores, manual_points
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ def graded(tmp_path_factory):
     if reuse:
         course = Path(reuse)
         students = sorted(p.name for p in (course / "submitted").iterdir())
-        found = roundtrip._read_gradebook(course, LAB, students)
-        return roundtrip.RoundTrip(LAB, course, *found, mutants=roundtrip.load_mutants(LAB)), float("inf")
+        max_points, scores, manual_points = roundtrip._read_gradebook(course, LAB, students)
+        return roundtrip.RoundTrip(LAB, course, max_points, scores, mutants=roundtrip.load_mutants(LAB),
+                                   manual_points=manual_points), float("inf")
     start = time.monotonic()
     result = roundtrip.run_roundtrip(LAB, course=tmp_path_factory.mktemp("dashboard-course"), with_feedback=False)
     return result, time.monotonic() - start
