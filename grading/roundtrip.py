@@ -101,15 +101,35 @@ configure_grading(c)
 """
 
 
-def _nbgrader(course: Path, *args: str) -> None:
+def _nbgrader_start(course: Path, *args: str) -> subprocess.Popen:
     env = dict(os.environ)
     # nbgrader calls `alembic` by name when it creates a gradebook: the venv's bin must be on PATH.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.pop("INFERLAB_AUTOGRADE", None)  # the course config alone must make autograding skip demos
     cmd = [sys.executable, "-m", "nbgrader", *args]
-    done = subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
+    return subprocess.Popen(cmd, cwd=course, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _nbgrader_wait(processes: list[subprocess.Popen], args: tuple[str, ...]) -> None:
+    """Wait for every process (all of them, even after one failed); raise on the first failure."""
+    done = [(proc, *proc.communicate()) for proc in processes]
+    for proc, out, err in done:
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}) in {proc.args}:\n{out[-3000:]}\n{err[-6000:]}")
+
+
+def _nbgrader(course: Path, *args: str) -> None:
+    _nbgrader_wait([_nbgrader_start(course, *args)], args)
+
+
+def _nbgrader_all(courses: list[Path], *args: str) -> None:
+    """The same nbgrader command in several courses at once."""
+    _nbgrader_wait([_nbgrader_start(course, *args) for course in courses], args)
+
+
+def default_jobs() -> int:
+    """Concurrent autograde processes: INFERLAB_ROUNDTRIP_JOBS, else the CPU count (at most 4)."""
+    return int(os.environ.get("INFERLAB_ROUNDTRIP_JOBS", "0")) or min(os.cpu_count() or 1, 4)
 
 
 def _solution_code(nb: nbformat.NotebookNode) -> dict[str, str]:
@@ -137,7 +157,7 @@ def setup_course(lab: str, course: Path) -> Path:
     return course / "labs" / lab / f"{lab}.ipynb"
 
 
-def run_roundtrip(lab: str, course: Path | None = None, with_feedback: bool = True) -> RoundTrip:
+def run_roundtrip(lab: str, course: Path | None = None, with_feedback: bool = True, jobs: int | None = None) -> RoundTrip:
     """Autograde solution, blank and mutants of `lab`; returns every score."""
     solution = nbformat.read(REPO / "solutions" / lab / f"{lab}.ipynb", as_version=4)
     answers = _solution_code(solution)
@@ -147,7 +167,7 @@ def run_roundtrip(lab: str, course: Path | None = None, with_feedback: bool = Tr
         if mutant.old not in answers[mutant.cell]:
             raise ValueError(f"mutant {mutant.name}: {mutant.old!r} not found in solution cell {mutant.cell}")
         students[f"mutant-{mutant.name}"] = dict(answers, **{mutant.cell: answers[mutant.cell].replace(mutant.old, mutant.new)})
-    result = grade_students(lab, students, course, with_feedback)
+    result = grade_students(lab, students, course, with_feedback, jobs)
     result.mutants = mutants
     return result
 
@@ -158,26 +178,56 @@ def solution_answers(lab: str) -> dict[str, str]:
 
 
 def grade_students(lab: str, students: dict[str, dict[str, str] | None], course: Path | None = None,
-                   with_feedback: bool = False) -> RoundTrip:
-    """Autograde crafted submissions of `lab` in one nbgrader call: student -> answer cells by grade id
-    (None: the untouched release). Each answer replaces the whole cell's source."""
+                   with_feedback: bool = False, jobs: int | None = None) -> RoundTrip:
+    """Autograde crafted submissions of `lab`: student -> answer cells by grade id (None: the untouched
+    release). Each answer replaces the whole cell's source.
+
+    The students are dealt round-robin over `jobs` courses (default `default_jobs()`) graded at the same
+    time, each by one plain `nbgrader autograde` call with its own gradebook: `course` itself and copies
+    under `course/shards/<k>/`. Every student's autograded notebook and feedback are then gathered
+    under `course/` (so callers read one folder); `course/gradebook.db` holds shard 0's students.
+    """
     course = Path(course or tempfile.mkdtemp(prefix=f"roundtrip-{lab}-"))
     release_path = setup_course(lab, course)
     release = nbformat.read(release_path, as_version=4)
+    names = list(students)
+    num_shards = max(1, min(jobs or default_jobs(), len(names)))
+    shards = [course] + [_copy_course(course, course / "shards" / str(k)) for k in range(1, num_shards)]
+    shard_of = {student: shards[i % num_shards] for i, student in enumerate(names)}
     for student, answers in students.items():
         nb = release if answers is None else _submission(release, answers)
-        folder = course / "submitted" / student / lab
+        folder = shard_of[student] / "submitted" / student / lab
         for extra in release_path.parent.iterdir():  # files released beside the notebook
             if extra.name != release_path.name and extra.is_file():
                 folder.mkdir(parents=True, exist_ok=True)
                 shutil.copy(extra, folder / extra.name)
         folder.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, folder / f"{lab}.ipynb")
-    _nbgrader(course, "autograde", lab, "--force")
+    _nbgrader_all(shards, "autograde", lab, "--force")
     if with_feedback:
-        _nbgrader(course, "generate_feedback", lab, "--force")
-    max_points, scores, manual_points = _read_gradebook(course, lab, list(students))
-    return RoundTrip(lab, course, max_points, scores, manual_points=manual_points)
+        _nbgrader_all(shards, "generate_feedback", lab, "--force")
+    max_points, scores, manual_points = {}, {}, {}
+    for shard in shards:
+        members = [s for s in names if shard_of[s] == shard]
+        max_points, shard_scores, manual_points = _read_gradebook(shard, lab, members)
+        scores.update(shard_scores)
+        if shard != course:
+            for kind in ("submitted", "autograded", "feedback"):
+                for student in members:
+                    if (shard / kind / student).exists():
+                        shutil.copytree(shard / kind / student, course / kind / student, dirs_exist_ok=True)
+    return RoundTrip(lab, course, max_points, {s: scores[s] for s in names}, manual_points=manual_points)
+
+
+def _copy_course(course: Path, shard: Path) -> Path:
+    """A copy of a released course (sources, release, gradebook) with its own config and paths."""
+    shard.mkdir(parents=True)
+    for name in ("solutions", "labs", "source", "release"):
+        if (course / name).exists():
+            shutil.copytree(course / name, shard / name)
+    shutil.copy(course / "gradebook.db", shard / "gradebook.db")
+    (shard / "nbgrader_config.py").write_text(_course_config(shard))
+    return shard
 
 
 def _read_gradebook(course: Path, lab: str, students: list[str]):

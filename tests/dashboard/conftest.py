@@ -34,7 +34,7 @@ def graded(tmp_path_factory):
         return roundtrip.RoundTrip(LAB, course, max_points, scores, mutants=roundtrip.load_mutants(LAB),
                                    manual_points=manual_points), float("inf")
     start = time.monotonic()
-    result = roundtrip.run_roundtrip(LAB, course=tmp_path_factory.mktemp("dashboard-course"), with_feedback=False)
+    result = roundtrip.run_roundtrip(LAB, course=tmp_path_factory.mktemp("dashboard-course"), with_feedback=False, jobs=1)
     return result, time.monotonic() - start
 
 
