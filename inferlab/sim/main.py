@@ -119,8 +119,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     ClusterConfig(cold_start_s=args.cold_start_s, spot_fraction=args.spot_fraction,  # fail fast on bad fleet input
                   spot_notice_s=args.spot_notice_s, spot_mean_lifetime_s=args.spot_mean_lifetime_s)
-    slo = SLO(ttft_s=args.slo_ttft_s, tpot_s=args.slo_tpot_s)
     trace = scale_load(load_azure_csv(args.trace), args.rate_scale, args.seed)
+    return run_on_trace(trace, args, started)
+
+
+def run_on_trace(trace: Sequence[TraceRequest], args: argparse.Namespace, started: float | None = None) -> dict[str, Any]:
+    """`run` on a trace already in memory (`args` as `build_parser` makes them; `--trace` unused)."""
+    started = time.perf_counter() if started is None else started
+    slo = SLO(ttft_s=args.slo_ttft_s, tpot_s=args.slo_tpot_s)
     model = _step_model(args)
     replica = ReplicaConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens)
     router = resolve(args.router, ROUTERS, "router")

@@ -1,0 +1,81 @@
+"""The trace family: deterministic, split apart, shaped like the published statistics, bad specs refused."""
+
+import json
+
+import numpy as np
+import pytest
+
+from inferlab.bench import autoscale as bench_autoscale
+from inferlab.trace_family import KINDS, TraceSpec, evaluation_specs, generate, tuning_specs
+from inferlab.traces import TraceError, describe
+
+
+def test_same_spec_same_trace_and_other_seed_other_trace():
+    a, b = generate(TraceSpec("bursty", 3, 2, num_minutes=10)), generate(TraceSpec("bursty", 3, 2, num_minutes=10))
+    assert a == b
+    c = generate(TraceSpec("bursty", 4, 2, num_minutes=10))
+    assert [r.arrival_time_s for r in c[:50]] != [r.arrival_time_s for r in a[:50]]
+
+
+def test_tune_and_eval_splits_never_share_a_trace():
+    eval_seeds = {s.rng_seed for s in evaluation_specs()}
+    tune_seeds = {s.rng_seed for s in tuning_specs(num_seeds=50)}
+    assert not eval_seeds & tune_seeds
+    assert len(evaluation_specs()) >= 24
+    assert {s.rate_scale for s in evaluation_specs()} == {5, 10, 20}
+    same_index = [generate(TraceSpec("smooth", 0, 1, 10, split)) for split in ("tune", "eval")]
+    assert same_index[0] != same_index[1]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_published_statistics_hold_across_draws(kind):
+    spec = KINDS[kind]
+    peaks, rates = [], []
+    for seed in range(3):
+        trace = generate(TraceSpec(kind, seed, 1.0, num_minutes=60, split="tune"))
+        d = describe(trace)
+        assert d["context_p50"] == pytest.approx(spec.context.p50, rel=0.1)
+        assert d["generated_p50"] == pytest.approx(spec.generated.p50, rel=0.15)
+        assert d["context_p99"] == pytest.approx(spec.context.p99, rel=0.25)
+        peaks.append(d["peak_to_mean_per_minute"])
+        rates.append(d["num_requests"] / 60)
+    assert np.mean(peaks) == pytest.approx(spec.peak_to_mean, rel=0.2)
+    assert np.mean(rates) == pytest.approx(spec.requests_per_minute, rel=0.1)
+
+
+def test_rate_scale_multiplies_the_load_and_rotation_moves_the_peak():
+    one = generate(TraceSpec("smooth", 1, 1, 20))
+    ten = generate(TraceSpec("smooth", 1, 10, 20))
+    assert len(ten) / len(one) == pytest.approx(10, rel=0.05)
+    peak_minutes = {int(np.argmax(np.bincount([int(r.arrival_time_s // 60) for r in generate(TraceSpec("bursty", s, 1, 30))])))
+                    for s in range(8)}
+    assert len(peak_minutes) >= 4, peak_minutes
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"kind": "spiky", "seed": 0}, "kind"), ({"kind": "bursty", "seed": -1}, "seed"),
+    ({"kind": "bursty", "seed": 0, "rate_scale": 0}, "rate_scale"), ({"kind": "bursty", "seed": 0, "num_minutes": 2}, "num_minutes"),
+    ({"kind": "bursty", "seed": 0, "split": "test"}, "split"),
+])
+def test_bad_spec_names_the_field(kwargs, field):
+    with pytest.raises(TraceError, match=field):
+        TraceSpec(**kwargs)
+
+
+def test_bench_autoscale_quick_prints_every_policy(capsys):
+    assert bench_autoscale.main(["--quick", "--jobs", "1"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["num_traces"] == 2 and out["quick"]
+    policies = out["policies"]
+    assert set(policies) == set(bench_autoscale.POLICIES)
+    for name, row in policies.items():
+        assert 0 <= row["attainment_min"] <= row["attainment_mean"] <= 1, name
+        assert row["gpu_h_over_oracle_max"] >= row["gpu_h_over_oracle_mean"] > 0, name
+    assert policies["static"]["actions_per_hour_mean"] == 0
+    assert policies["oracle"]["gpu_h_over_oracle_mean"] == pytest.approx(1.0, abs=0.1)
+    assert "beats_hpa_share" in policies["slo"] and "beats_ray_share" in policies["slo"]
+
+
+def test_bench_autoscale_refuses_unknown_policy(capsys):
+    assert bench_autoscale.main(["--quick", "--policies", "slo,magic"]) == 2
+    assert "magic" in capsys.readouterr().err
