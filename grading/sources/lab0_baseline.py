@@ -255,6 +255,25 @@ print(f"memory bandwidth ≈ {mem_bw_bytes_s / 1e9:.1f} GB/s, matmul ≈ {peak_f
 print(f"ridge point: {peak_flops / mem_bw_bytes_s:.1f} FLOP/byte")
 
 # %% [markdown]
+# The roofline itself: attainable FLOP/s = min(peak, arithmetic intensity × bandwidth), on log axes.
+# Left of the ridge point a kernel is memory-bound, right of it compute-bound. A decode step of a
+# model with `bytes_per_param` bytes per weight and batch b does 2·b FLOPs per weight read, so its
+# intensity is 2·b / bytes_per_param (KV cache reads ignored): b = 1 in fp32 is 0.5 FLOP/byte, deep
+# in the memory-bound region; a 128-token prefill is 64x more intense.
+
+# %%
+ridge = peak_flops / mem_bw_bytes_s
+intensities = [2 ** e for e in range(-4, 13)]
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.loglog(intensities, [min(peak_flops, i * mem_bw_bytes_s) for i in intensities], "k-", label="this machine")
+ax.axvline(ridge, color="grey", ls=":", label=f"ridge {ridge:.1f} FLOP/byte")
+for label, batch in (("decode b=1", 1), ("decode b=16", 16), ("prefill 128 tokens", 128)):
+    i = 2 * batch / 4  # fp32 weights: 4 bytes per parameter
+    ax.plot(i, min(peak_flops, i * mem_bw_bytes_s), "o", label=f"{label} ({i:g} FLOP/byte)")
+ax.set_xlabel("arithmetic intensity (FLOP/byte)"), ax.set_ylabel("attainable FLOP/s"), ax.legend(fontsize=7)
+plt.show()
+
+# %% [markdown]
 # ## 5. A roofline estimate of decode throughput (graded)
 #
 # One decode step for `batch_size` sequences, each with `context_tokens` tokens in its KV cache:
@@ -263,6 +282,11 @@ print(f"ridge point: {peak_flops / mem_bw_bytes_s:.1f} FLOP/byte")
 # - FLOPs = `2 × num_params × batch_size`;
 # - step time = the larger of bytes / bandwidth and FLOPs / peak;
 # - throughput = `batch_size` tokens per step time.
+#
+# What this estimate leaves out, on purpose: the **attention** FLOPs (about 4 × layers × hidden ×
+# context per token for QKᵀ and the weighted sum of V, small beside 2 × params until the context reaches
+# thousands of tokens), activation traffic, and every fixed cost (kernel launches, Python, the
+# scheduler). It is an upper bound on throughput, not a prediction.
 #
 # Worked example: prefill is compute-bound, 2 FLOPs per parameter per prompt token.
 #

@@ -212,8 +212,16 @@ for _name in ("Llama-2-7B", "Llama-2-70B"):
 # forward-only GPipe schedule, micro-batch j starts on stage s when stage s−1 has finished it **and**
 # stage s has finished micro-batch j−1. With equal stage time t the last stage ends at (m+p−1)·t, and
 #
-# - the **bubble fraction** (share of all stage-time that is idle) is (p−1)/(m+p−1) — the convention used here;
-# - the bubble *relative to the ideal time* m·t is (p−1)/m (the other convention, e.g. the GPipe paper's).
+# - the **bubble fraction** (share of all stage-time that is idle) is (p−1)/(m+p−1), the form of the
+#   GPipe paper (Huang et al., 2019) and the convention used here;
+# - the bubble *relative to the ideal time* m·t is (p−1)/m, the ratio form of the Megatron-LM paper
+#   (Narayanan et al., 2021, "bubble time fraction").
+#
+# What pipeline parallelism buys in serving: **memory** (each GPU holds 1/p of the weights, so a model
+# that fits nowhere else fits) and **throughput** (p micro-batches in flight). It costs **latency**: a
+# token still crosses all p stages one after another, plus a point-to-point send per stage boundary, so
+# a single request is never faster than on one device and TTFT grows with p. Tensor parallelism is the
+# one that cuts per-token latency (at the price of an all-reduce per layer).
 #
 # Worked example, the second convention:
 
@@ -392,6 +400,13 @@ print(f"max |Ulysses - one device| = {(sp_logits - full_logits).abs().max().item
 # all-to-all (uneven splits: each rank sends as many as its tokens chose). To bound the buffers, each
 # expert accepts at most `capacity = ceil(capacity_factor · tokens · k / num_experts)` assignments; the
 # rest are **dropped**. Priority: all first choices (k = 0) in token order, then all second choices, and so on.
+#
+# Capacity dropping is a **training-time** device (GShard, Switch Transformer): it keeps all-to-all
+# buffers static and the step time bounded, and the lost tokens only add noise to a gradient. Serving
+# engines never drop a token, because a dropped assignment changes the output: vLLM, SGLang and
+# TensorRT-LLM run "dropless" MoE (grouped GEMMs over variable-sized expert batches), and expert
+# parallelism in serving balances load instead (redundant hot experts, EPLB). This exercise computes the
+# capacity rule so that you can read training configs and see what a too-small buffer would cost.
 #
 # Worked example: the load per expert.
 

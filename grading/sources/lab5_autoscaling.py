@@ -36,7 +36,7 @@ from inferlab.metrics import SLO, summarize
 from inferlab.metrics import ttft_s
 from inferlab.notebook import banner, pick, progress, run_demo
 from inferlab.paths import REPO_ROOT
-from inferlab.policies.autoscale import (AutoscalingConfig, AutoscalingContext, hpa_policy, metric_values,
+from inferlab.policies.autoscale import (HPA, AutoscalingConfig, AutoscalingContext, hpa_policy, metric_values,
                                          ray_default_policy)
 from inferlab.policies.spot import SpotContext, make_fixed_spot_policy
 from inferlab.sim import ClusterConfig, ReplicaConfig, Roof, StepTimeModel, oracle_plan, roofline_model, simulate
@@ -373,9 +373,11 @@ for name, r in baselines.items():
 #
 # **Exercise 4.** Write `my_autoscaler(ctx, hold_s=300.0, target_utilization=0.7) -> (num_replicas,
 # state)` (the keyword arguments let section 7 run it on a seconds-long demo). Graded: bounds; SLO
-# attainment >= 0.99 and GPU-hours <= 1.6x the oracle on this trace, and similar bounds on a hidden
-# smooth and a hidden bursty trace (GPU-hours also against the HPA's, and scale actions per hour);
-# behaviour: more replicas running within the cold start plus one decision period after a step in
+# attainment >= 0.99, GPU-hours <= 1.6x the oracle, <= 30 scale actions per hour and <= 12 scale
+# actions in all on this trace; on a hidden smooth trace (Poisson-like) attainment >= 0.98 and on a
+# hidden bursty trace (gamma burstiness 0.25) attainment >= 0.97, and on both GPU-hours <= 2.3x the
+# oracle, <= 1.35x the HPA's GPU-hours on the same trace, and <= 30 scale actions per hour (the hidden
+# traces are other 20-minute draws of `lab_trace`, other seeds); behaviour: more replicas running within the cold start plus one decision period after a step in
 # load, no flapping on a constant load, no pile-up of requests while replicas are starting; scaling
 # down: an idle fleet keeps its size for at least `hold_s` / 2 and is smaller after 2 × `hold_s`
 # (for any `hold_s`), and a fleet shrinks when a heavy load turns light.
@@ -430,6 +432,16 @@ for name, r in [*baselines.items(), ("mine", mine)]:
     ax.step([row["time_s"] / 60 for row in r["timeline"]], [row["target"] for row in r["timeline"]], label=name)
 ax.step([i * PLAN.window_s / 60 for i in range(len(PLAN.schedule))], PLAN.schedule, where="post", ls="--",
         color="k", label="oracle")
+# The HPA waits out its scale-down stabilisation window (the highest recommendation of the last
+# `downscale_stabilization_s`, 300 s by default) before it shrinks: the shaded span after the HPA's
+# first scale-up is one such window.
+_hpa_window_min = HPA.downscale_stabilization_s / 60
+_hpa_timeline = baselines["hpa"]["timeline"] if "hpa" in baselines else []
+_hpa_first_up = next((row["time_s"] / 60 for row in _hpa_timeline[1:] if row["target"] > _hpa_timeline[0]["target"]),
+                     None)
+if _hpa_first_up is not None:
+    ax.axvspan(_hpa_first_up, _hpa_first_up + _hpa_window_min, color="grey", alpha=0.15,
+               label=f"HPA scale-down stabilisation ({HPA.downscale_stabilization_s:.0f} s)")
 ax.set_xlabel("minute")
 ax.set_ylabel("replicas (target)")
 ax.legend()

@@ -10,8 +10,9 @@ compared with.
 
 Bubble conventions, p stages, m micro-batches, equal stage time t:
 - "total" (default): idle share of all stage-time, (p-1)/(m+p-1) = bubble / makespan,
-  makespan = (m+p-1)·t;
-- "ideal": bubble time relative to the ideal (bubble-free) time m·t, (p-1)/m.
+  makespan = (m+p-1)·t (GPipe, Huang et al. 2019);
+- "ideal": bubble time relative to the ideal (bubble-free) time m·t, (p-1)/m (Megatron-LM,
+  Narayanan et al. 2021, "bubble time fraction").
 """
 
 from __future__ import annotations
