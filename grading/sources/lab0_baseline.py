@@ -10,7 +10,8 @@
 # |---|---|
 # | Prerequisites | MOD-524, MOD-525; Python, PyTorch basics |
 # | Hardware tier | **CPU** (any laptop); a GPU is used automatically if present |
-# | Time | ~2 min in fast mode, ~15 min in full mode, plus reading (lecture 1 h, lab 1.5 h) |
+# | Time | ~2 min in fast mode, ~15 min in full mode |
+# | Hours | lecture 1 h, lab 1.5 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |
 # | Graded | metric functions (6 points), roofline estimate (4 points) |
 #
 # You will:

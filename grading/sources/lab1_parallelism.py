@@ -12,7 +12,8 @@
 # |---|---|
 # | Prerequisites | Lab 0; `torch.distributed` collectives (all-reduce, all-to-all, send/recv) |
 # | Hardware tier | **CPU** (2 gloo processes); on a machine with 2+ GPUs the same code uses NCCL |
-# | Time | ~1 min in fast mode (DeepSpeed demo included, vLLM skipped), ~2 min in full mode (vLLM TP=2 start-up 25-60 s), plus reading (lecture 1.5 h, lab 2.5 h) |
+# | Time | ~1 min in fast mode (DeepSpeed demo included, vLLM skipped), ~2 min in full mode (vLLM TP=2 start-up 25-60 s) |
+# | Hours | lecture 3 h, lab 4 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |
 # | Graded (27 points) | tensor-parallel layers (4), TP traffic and its cost (3), micro-batches and GPipe schedule (5), Ulysses all-to-all (4), MoE capacity (4), DeepSpeed AutoTP traffic (2), cost model: KV cache and memory per GPU (3), layout chooser (2) |
 #
 # The multi-process runs use `inferlab.parallel`: `launch` starts N ranks (gloo over CPU

@@ -12,7 +12,8 @@
 # |---|---|
 # | Prerequisites | Lab 0 (TTFT/TPOT), Lab 1; the lecture on paged attention and continuous batching |
 # | Hardware tier | **CPU** (any laptop). This lab pins the CPU, also on a GPU box: the kit's engine is host-bound on a GPU today (see the README), so its lesson is measured where it holds |
-# | Time | ~2 min in fast mode, ~8 min in full mode, plus reading (lab 2 h) |
+# | Time | ~2 min in fast mode, ~8 min in full mode |
+# | Hours | lecture 2 h, lab 3 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |
 # | Graded | block allocator (5 points), scheduler (12 points), throughput vs static batching (2 points) |
 #
 # The interfaces you implement live in the package: `inferlab.engine.BlockAllocator`

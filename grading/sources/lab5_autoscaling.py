@@ -14,7 +14,8 @@
 # |---|---|
 # | Prerequisites | Lab 0 (TTFT/TPOT, SLO attainment), Lab 3 (continuous batching); the lecture on autoscaling |
 # | Hardware tier | **CPU** (any laptop); the Ray Serve demo starts a local Ray (2 cores, ~1 GiB) |
-# | Time | ~3 min in fast mode, ~6 min in full mode (the Ray demo is ~1.5 min of that), plus reading (lab 3 h) |
+# | Time | ~3 min in fast mode, ~6 min in full mode (the Ray demo is ~1.5 min of that) |
+# | Hours | lecture 2 h, lab 3 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |
 # | Graded (27 points) | Erlang C (3), Kingman (2), HPA rule (3); your autoscaler: bounds (2), SLO attainment (3), GPU-hours and scale actions (3), behaviour under a step, a constant load and a cold start (3), scaling down (2); your spot mix: behaviour (3), cost at the SLO (3) |
 #
 # Your autoscaler is graded on the lab's trace and on hidden traces (one smooth, one bursty) by SLO
