@@ -36,6 +36,15 @@ MUTANTS = [
     # the price is never read: spot even when it costs as much as on-demand
     Mutant(name="spot-ignores-price", cell="spot", old="if ctx.spot_price_ratio >= 0.8 or target < 4:",
            new="if target < 4:", must_lose=("test_spot_policy",)),
+    # regression tests that call the policy and assert nothing: they kill no faulty autoscaler
+    Mutant(name="regression-asserts-nothing", cell="regression", old="AUTOSCALER_TESTS = [test_stays_within_bounds,",
+           new="def test_runs(policy):\n    policy(make_ctx(3, utilization=0.5))\n\n\n"
+               "AUTOSCALER_TESTS = [test_runs]\n_unused = [test_stays_within_bounds,",
+           must_lose=("test_regression_pass", "test_regression_half", "test_regression_most")),
+    # one test only, on bounds: it kills the fault that breaks bounds and no other
+    Mutant(name="regression-bounds-only", cell="regression", old="AUTOSCALER_TESTS = [test_stays_within_bounds,",
+           new="AUTOSCALER_TESTS = [test_stays_within_bounds]\n_unused = [test_stays_within_bounds,",
+           must_lose=("test_regression_half", "test_regression_most")),
 ]
 
 # Checked by `python grading/mutcheck.py lab5_autoscaling` (in-process, no nbgrader), not by the round trip:
@@ -53,4 +62,14 @@ DEV_MUTANTS = [
     # spot on a fleet of two or three: one preemption during the rise loses the SLO
     Mutant(name="spot-on-small-fleet", cell="spot", old="if ctx.spot_price_ratio >= 0.8 or target < 4:",
            new="if ctx.spot_price_ratio >= 0.8:", must_lose=("test_spot_policy",)),
+    # a test tied to one implementation: "full load means exactly the maximum" fails on a correct
+    # autoscaler that asks for less than the maximum
+    Mutant(name="regression-too-strict", cell="regression", old="    n, _ = policy(make_ctx(3, utilization=1.0))\n    assert n > 3, n",
+           new="    n, _ = policy(make_ctx(3, utilization=1.0))\n    assert n == 16, n",
+           must_lose=("test_regression_pass", "test_regression_half", "test_regression_most")),
+    # no state test and no starting-replicas test: two faults survive
+    Mutant(name="regression-misses-two", cell="regression",
+           old="test_counts_starting_replicas,\n                    test_idle_fleet_holds_then_shrinks, test_does_not_mutate_state]",
+           new="\n                    test_idle_fleet_holds_then_shrinks]",
+           must_lose=("test_regression_most",)),
 ]

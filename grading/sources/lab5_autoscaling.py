@@ -16,7 +16,7 @@
 # | Hardware tier | **CPU** (any laptop); the Ray Serve demo starts a local Ray (2 cores, ~1 GiB) |
 # | Time | ~3 min in fast mode, ~6 min in full mode (the Ray demo is ~1.5 min of that) |
 # | Hours | lecture 2 h, lab 3 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |
-# | Graded (27 points) | Erlang C (3), Kingman (2), HPA rule (3); your autoscaler: bounds (2), SLO attainment (3), GPU-hours and scale actions (3), behaviour under a step, a constant load and a cold start (3), scaling down (2); your spot mix: behaviour (3), cost at the SLO (3) |
+# | Graded (30 points) | Erlang C (3), Kingman (2), HPA rule (3); your autoscaler: bounds (2), SLO attainment (3), GPU-hours and scale actions (3), behaviour under a step, a constant load and a cold start (3), scaling down (2); regression tests graded by mutation (3); your spot mix: behaviour (3), cost at the SLO (3) |
 #
 # Your autoscaler is graded on the lab's trace and on hidden traces (one smooth, one bursty) by SLO
 # attainment, GPU-hours against the oracle and against the HPA, and scale actions per hour. The Ray
@@ -568,6 +568,174 @@ for _hold, _size in ((60.0, 5), (900.0, 12)):
 # a light load after a heavy one (not an idle fleet): the simulated fleet must shrink
 _timeline = _run(_trace_at([1500] * 3 + [200] * 10, seed=6), initial=2).timeline
 assert _running(_timeline[-1]) < max(_running(r) for r in _timeline), "the fleet did not shrink when the load fell"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Exercise 4b: regression tests for an autoscaler (graded by mutation)
+#
+# Autoscalers change often (a new signal, a new knob), and each change can break a behaviour that
+# mattered in an incident months ago. Pin those behaviours down as **regression tests**. Write
+# pytest-style test functions, each taking an autoscaler `policy(ctx) -> (num_replicas, state)` and
+# asserting on what it returns for contexts you build with `make_ctx` (one decision) or `drive` (a
+# fleet run for a while, each decision fed back), and list them in `AUTOSCALER_TESTS`. The behaviours
+# are the ones Exercise 4 asked for, with the defaults `hold_s = 300`, `target_utilization = 0.7`:
+# the answer stays within `[lo, hi]`; at full utilisation, with no replica starting, it asks for more
+# at once; replicas already starting count as capacity (no pile-up while they boot: at most 1.5x the
+# target when the fleet is already growing); an idle fleet keeps its size for `hold_s` / 2 and is
+# smaller within 2 x `hold_s`; `ctx.policy_state` is never mutated.
+#
+# Graded by **mutation**: your tests must all pass on a correct autoscaler (a hidden one that follows
+# the rules above); then each of several hidden **faulty** autoscalers (each breaks one rule) is run
+# through your tests, and a fault is *killed* when at least one of your tests fails on it. Points:
+# all pass on the correct one and at least one fault killed (1), at least half of the faults killed (1),
+# all faults but one killed (1). A test that asserts nothing kills nothing. Your tests should also pass
+# on your own `my_autoscaler` (the visible check), but they are graded on the hidden ones.
+#
+# *What you may use:* `make_ctx`, `drive`, `AutoscalingContext`, plain `assert`.
+
+# %%
+def make_ctx(current, target=None, utilization=0.0, waiting=0, lo=1, hi=16, now=1000.0, state=None, starting=0):
+    """One decision's context: `current` ready replicas (+ `starting` booting, target = current + starting
+    unless given), every ready replica at `utilization` (KV and compute) with `waiting` requests queued on it."""
+    target = current + starting if target is None else target
+    return AutoscalingContext(
+        current_num_replicas=current, target_num_replicas=target, total_num_requests=current * waiting,
+        total_queued_requests=0, capacity_adjusted_min_replicas=lo, capacity_adjusted_max_replicas=hi,
+        current_time=now, policy_state={} if state is None else state,
+        aggregated_metrics={"kv_utilization": {i: utilization for i in range(current)},
+                            "compute_utilization": {i: utilization for i in range(current)},
+                            "num_waiting_requests": {i: waiting for i in range(current)}},
+        num_starting_replicas=starting, cold_start_s=90.0)
+
+
+def drive(policy, utilization, num_replicas, duration_s, period_s=10.0, lo=1, hi=32):
+    """[(seconds, target)] that `policy` asks for every `period_s` while every replica runs at
+    `utilization`; each decision becomes the next period's fleet (ready at once) and state."""
+    state, target, out = {}, num_replicas, []
+    for i in range(int(duration_s / period_s)):
+        ctx = make_ctx(target, utilization=utilization, lo=lo, hi=hi, now=5000.0 + i * period_s, state=state)
+        target, state = policy(ctx)
+        out.append((i * period_s, target))
+    return out
+
+
+def run_tests(tests, policy):
+    """The names of the tests in `tests` that fail (any exception) on `policy`."""
+    failed = []
+    for test in tests:
+        try:
+            test(policy)
+        except Exception:  # an assertion or an error: either way the test did not pass
+            failed.append(getattr(test, "__name__", repr(test)))
+    return failed
+
+
+# %% solution id=regression
+### BEGIN SOLUTION
+def test_stays_within_bounds(policy):
+    for utilization in (0.0, 0.5, 1.0):
+        n, _ = policy(make_ctx(4, utilization=utilization, lo=2, hi=6))
+        assert 2 <= n <= 6, n
+    n, _ = policy(make_ctx(6, utilization=1.0, waiting=50, lo=2, hi=6))
+    assert n <= 6, n
+
+
+def test_scales_up_at_once_under_full_load(policy):
+    n, _ = policy(make_ctx(3, utilization=1.0))
+    assert n > 3, n
+
+
+def test_counts_starting_replicas(policy):
+    n, _ = policy(make_ctx(2, utilization=1.0, waiting=20, starting=2))
+    assert n <= 6, n
+
+
+def test_idle_fleet_holds_then_shrinks(policy):
+    targets = drive(policy, utilization=0.0, num_replicas=8, duration_s=700.0)
+    assert all(n == 8 for t, n in targets if t < 150.0), targets[:15]
+    assert min(n for t, n in targets if t <= 600.0) < 8
+
+
+def test_does_not_mutate_state(policy):
+    ctx = make_ctx(3, utilization=1.0, state={"seen": 1})
+    policy(ctx)
+    assert ctx.policy_state == {"seen": 1}
+
+
+AUTOSCALER_TESTS = [test_stays_within_bounds, test_scales_up_at_once_under_full_load, test_counts_starting_replicas,
+                    test_idle_fleet_holds_then_shrinks, test_does_not_mutate_state]
+### END SOLUTION
+
+# %% tests id=test_regression_pass points=1
+assert AUTOSCALER_TESTS and all(callable(t) for t in AUTOSCALER_TESTS), "list your test functions in AUTOSCALER_TESTS"
+_own = run_tests(AUTOSCALER_TESTS, my_autoscaler)
+print(f"{len(AUTOSCALER_TESTS)} tests; failing on your my_autoscaler: {_own or 'none'}")
+assert not _own, f"these tests fail on your own my_autoscaler: {_own}"
+### BEGIN HIDDEN TESTS
+def _correct(ctx, hold_s=300.0, target_utilization=0.7, fault=None):
+    """A correct autoscaler (fault=None) and the faulty ones, each breaking one rule."""
+    if fault == "mutates_state":
+        ctx.policy_state["_last"] = ctx.current_time
+    state = dict(ctx.policy_state)
+    now, current = ctx.current_time, ctx.target_num_replicas
+    hi, lo = ctx.capacity_adjusted_max_replicas, ctx.capacity_adjusted_min_replicas
+    starting = 0 if fault == "ignores_starting" else max(0, ctx.target_num_replicas - ctx.current_num_replicas)
+    utilization = max(sum(metric_values(ctx, "kv_utilization")), sum(metric_values(ctx, "compute_utilization")))
+    need = 0.0 if fault == "queue_only" else utilization / target_utilization
+    if sum(metric_values(ctx, "num_waiting_requests")) > 4 * max(ctx.current_num_replicas, 1) and starting == 0:
+        need = max(need, 2 * current)
+    history = [r for r in state.get("history", []) if now - r[0] <= hold_s] + [[now, need]]
+    state["history"] = history
+    up = math.ceil(1.25 * need)
+    if up > current:
+        state["low_since"] = None
+        return (up if fault == "ignores_max" else min(hi, up)), state
+    if fault == "never_down":
+        return current, state
+    down = max(lo, math.ceil(1.25 * max(r[1] for r in history)), math.ceil(current / 2))
+    if down < current:
+        state["low_since"] = state.get("low_since") or now
+        if fault == "no_hold" or now - state["low_since"] >= hold_s:
+            state["low_since"] = None
+            return down, state
+    else:
+        state["low_since"] = None
+    return current, state
+
+
+def _policy(fault):
+    def autoscaler(ctx):
+        return _correct(ctx, fault=fault)
+    return autoscaler
+
+
+_FAULTS = ("never_down", "ignores_max", "ignores_starting", "no_hold", "mutates_state", "queue_only")
+assert not run_tests(AUTOSCALER_TESTS, _policy(None)), "a test fails on a correct autoscaler"
+_killed = [f for f in _FAULTS if run_tests(AUTOSCALER_TESTS, _policy(f))]
+assert len(_killed) >= 1, "no faulty autoscaler was caught"
+### END HIDDEN TESTS
+
+# %% tests id=test_regression_half points=1
+def _never_scales_down(ctx):
+    n, state = my_autoscaler(ctx)
+    return max(n, ctx.target_num_replicas), state
+
+
+print("the visible fault (your autoscaler, never scaling down) is",
+      "killed" if run_tests(AUTOSCALER_TESTS, _never_scales_down) else "NOT killed")
+assert run_tests(AUTOSCALER_TESTS, _never_scales_down), "no test catches an autoscaler that never scales down"
+### BEGIN HIDDEN TESTS
+assert not run_tests(AUTOSCALER_TESTS, _policy(None)), "a test fails on a correct autoscaler"
+assert 2 * sum(bool(run_tests(AUTOSCALER_TESTS, _policy(f))) for f in _FAULTS) >= len(_FAULTS), \
+    "fewer than half of the faulty autoscalers were caught"
+### END HIDDEN TESTS
+
+# %% tests id=test_regression_most points=1
+assert len(AUTOSCALER_TESTS) >= 3, "one behaviour per test: at least three tests"
+### BEGIN HIDDEN TESTS
+assert not run_tests(AUTOSCALER_TESTS, _policy(None)), "a test fails on a correct autoscaler"
+assert sum(bool(run_tests(AUTOSCALER_TESTS, _policy(f))) for f in _FAULTS) >= len(_FAULTS) - 1, \
+    "more than one faulty autoscaler went uncaught"
 ### END HIDDEN TESTS
 
 # %% [markdown]
