@@ -130,6 +130,17 @@ MUTANTS = [
         new="req.block_table, req.num_computed_tokens = allocation[0], 0",
         must_lose=("test_scheduler_correct",),
     ),
+    # learners' regression tests that run the workload and assert nothing: they kill no faulty scheduler
+    Mutant(name="scheduler-tests-assert-nothing", cell="scheduler_tests",
+           old="SCHEDULER_TESTS = [test_never_more_than_max_num_seqs,",
+           new="def test_runs(scheduler_cls):\n    run_workload(scheduler_cls, PagedBlockAllocator(64, 4), _small(), "
+               "*random_workload(1, 3, 8, 2))\n\n\nSCHEDULER_TESTS = [test_runs]\n_unused = [test_never_more_than_max_num_seqs,",
+           must_lose=("test_scheduler_tests_pass", "test_scheduler_tests_half", "test_scheduler_tests_most")),
+    # one test only (the seat limit): it kills one fault of six
+    Mutant(name="scheduler-tests-one-rule", cell="scheduler_tests",
+           old="SCHEDULER_TESTS = [test_never_more_than_max_num_seqs,",
+           new="SCHEDULER_TESTS = [test_never_more_than_max_num_seqs]\n_unused = [test_never_more_than_max_num_seqs,",
+           must_lose=("test_scheduler_tests_half", "test_scheduler_tests_most")),
 ]
 
 # Checked by `python grading/mutcheck.py lab3_batching` (in-process, no nbgrader), not by the round trip:
@@ -153,4 +164,9 @@ DEV_MUTANTS = [
            new="                self.free_blocks.move_to_end(b, last=False)", must_lose=("test_allocator_prefix",)),
     Mutant(name="ignores-max-num-seqs", cell="scheduler", old=" and len(self.running) < self.config.max_num_seqs",
            new="", must_lose=("test_scheduler_max_seqs",)),
+    # a test tied to one workload's exact schedule: fails on a correct scheduler
+    Mutant(name="scheduler-tests-too-strict", cell="scheduler_tests",
+           old="    assert max(row[\"num_running\"] for row in engine.schedule_log) <= 2",
+           new="    assert max(row[\"num_running\"] for row in engine.schedule_log) <= 1",
+           must_lose=("test_scheduler_tests_pass", "test_scheduler_tests_half", "test_scheduler_tests_most")),
 ]

@@ -14,12 +14,13 @@
 # | Hardware tier | **CPU** (any laptop). This lab pins the CPU, also on a GPU box: the kit's engine is host-bound on a GPU today (see the README), so its lesson is measured where it holds |
 # | Time | ~2 min in fast mode, ~8 min in full mode |
 # | Hours | lecture 2 h, lab 3 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |
-# | Graded | block allocator (5 points), scheduler (12 points), throughput vs static batching (2 points) |
+# | Graded | block allocator (5 points), scheduler (12 points), regression tests graded by mutation (3 points), throughput vs static batching (2 points) |
 #
 # The interfaces you implement live in the package: `inferlab.engine.BlockAllocator`
 # (`kv_cache.py`) and `inferlab.engine.Scheduler` (`scheduler.py`). Read their docstrings first.
 
 # %%
+import dataclasses
 import random
 
 import ipywidgets as widgets
@@ -590,6 +591,221 @@ for _seed, _max_seqs, _budget, _max_prompt in ((42, 6, 4, 3), (43, 3, 16, 36), (
     _prompts, _max = random_workload(_seed, 10, _max_prompt, 14)
     _engine, _ = run_workload(MyScheduler, PagedBlockAllocator(128, 4), _cfg, _prompts, _max)
     assert not _passed_over(_engine), "decodes first: a running request ready to decode was passed over"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Regression tests for a scheduler (graded by mutation)
+#
+# A scheduler is the part of an engine that changes most often, and each change can silently break a
+# rule that the rest of the engine relies on. Write pytest-style tests that pin the rules of section 3
+# down: each test is a function of a scheduler **class** `scheduler_cls` that runs a small workload through
+# `run_workload(scheduler_cls, PagedBlockAllocator(num_blocks, block_size), EngineConfig(...), prompts,
+# max_tokens)` (prompts from `random_workload`) and asserts on `engine.schedule_log`,
+# `engine.step_records`, `engine.allocator` or the admission order it returns. List them in
+# `SCHEDULER_TESTS`. The rules: never more than `max_num_seqs` running; every block free at the end;
+# first come, first served admission; decodes first; the victim of a preemption is the most recently
+# admitted request, and nothing is admitted in a step that preempted.
+#
+# Graded by **mutation**: your tests must all pass on a correct scheduler (the reference), then each of
+# several hidden **faulty** schedulers (each breaks one rule) is run through them, and a fault is
+# *killed* when at least one test fails on it. Points: all pass on the correct one and at least one
+# fault killed (1), at least half killed (1), all but one killed (1). Keep each workload small (a few
+# requests, a few tokens): the tests run once per scheduler.
+#
+# *What you may use:* `run_workload`, `random_workload`, `EngineConfig`, `PagedBlockAllocator`, plain `assert`.
+
+# %% solution id=scheduler_tests
+### BEGIN SOLUTION
+def _small(**overrides):
+    fields = dict(max_num_seqs=4, max_num_batched_tokens=16, block_size=4, num_kv_blocks=64, max_model_len=64)
+    fields.update(overrides)
+    return EngineConfig(**fields)
+
+
+def test_never_more_than_max_num_seqs(scheduler_cls):
+    prompts, max_tokens = random_workload(1, 6, 10, 4)
+    engine, _ = run_workload(scheduler_cls, PagedBlockAllocator(64, 4), _small(max_num_seqs=2), prompts, max_tokens)
+    assert max(row["num_running"] for row in engine.schedule_log) <= 2
+
+
+def test_every_block_free_at_the_end(scheduler_cls):
+    prompts, max_tokens = random_workload(2, 5, 12, 4)
+    engine, _ = run_workload(scheduler_cls, PagedBlockAllocator(64, 4), _small(), prompts, max_tokens)
+    assert engine.allocator.num_free_blocks() == 64
+
+
+def test_first_come_first_served(scheduler_cls):
+    prompts, max_tokens = random_workload(3, 6, 8, 3)
+    _, order = run_workload(scheduler_cls, PagedBlockAllocator(64, 4), _small(max_num_seqs=2), prompts, max_tokens)
+    assert order == sorted(order), order
+
+
+def test_decodes_first(scheduler_cls):
+    prompts, max_tokens = random_workload(4, 6, 30, 6)
+    engine, _ = run_workload(scheduler_cls, PagedBlockAllocator(96, 4), _small(max_num_batched_tokens=8, num_kv_blocks=96),
+                             prompts, max_tokens)
+    for row in engine.schedule_log:
+        for i in row["ready"]:
+            assert i in row["preempted"] or row["chunk_of"].get(i) == 1, row
+
+
+def test_preempts_the_newest_and_admits_nobody_then(scheduler_cls):
+    prompts, _ = random_workload(5, 6, 12, 1)
+    engine, _ = run_workload(scheduler_cls, PagedBlockAllocator(14, 4),
+                             _small(max_num_seqs=6, max_num_batched_tokens=32, num_kv_blocks=14), prompts, [20] * 6)
+    preempting = [row for row in engine.schedule_log if row["preempted"]]
+    assert preempting, "this workload must preempt"
+    for row in preempting:
+        assert sorted(row["preempted"]) == sorted(row["running_before"][::-1][:len(row["preempted"])]), row
+        assert not row["admitted"], row
+
+
+SCHEDULER_TESTS = [test_never_more_than_max_num_seqs, test_every_block_free_at_the_end, test_first_come_first_served,
+                   test_decodes_first, test_preempts_the_newest_and_admits_nobody_then]
+### END SOLUTION
+
+# %%
+def run_tests(tests, scheduler_cls):
+    """The names of the tests in `tests` that fail (any exception) on `scheduler_cls`."""
+    failed = []
+    for test in tests:
+        try:
+            test(scheduler_cls)
+        except Exception:  # an assertion or an error: either way the test did not pass
+            failed.append(getattr(test, "__name__", repr(test)))
+    return failed
+
+# %% tests id=test_scheduler_tests_pass points=1
+### BEGIN HIDDEN TESTS
+class _Candidate(Scheduler):
+    """A correct scheduler (fault None) and faulty ones, each breaking one rule."""
+
+    fault = None
+
+    def __init__(self, config, allocator):
+        super().__init__(config, allocator)
+        self.waiting, self.running = deque(), []
+
+    def add(self, request):
+        request.status = RequestStatus.WAITING
+        self.waiting.append(request)
+
+    def has_unfinished(self):
+        return bool(self.waiting or self.running)
+
+    def num_running(self):
+        return len(self.running)
+
+    def finish(self, request):
+        if request in self.running:
+            self.running.remove(request)
+        elif request in self.waiting:
+            self.waiting.remove(request)
+        if self.fault != "leaks_blocks":
+            self.allocator.free(request.block_table)
+
+    def _decodes(self, out, budget):
+        for req in list(self.running):
+            if budget == 0:
+                break
+            if req not in self.running or req.num_tokens - req.num_computed_tokens != 1:
+                continue
+            while not self.allocator.append_slots(req.block_table, req.num_tokens):
+                victim = self.running[0] if self.fault == "preempts_oldest" else self.running[-1]
+                self.running.remove(victim)
+                self.allocator.free(victim.block_table)
+                victim.num_computed_tokens, victim.status = 0, RequestStatus.PREEMPTED
+                self.waiting.appendleft(victim)
+                out.preempted.append(victim)
+                if victim is req:
+                    break
+            if req in self.running:
+                out.chunks.append(ScheduledChunk(req, 1))
+                budget -= 1
+        return budget
+
+    def _prefills(self, out, budget):
+        for req in self.running:
+            left = req.num_tokens - req.num_computed_tokens
+            if left > 1 and budget > 0 and all(c.request is not req for c in out.chunks):
+                n = min(left, budget)
+                out.chunks.append(ScheduledChunk(req, n))
+                budget -= n
+        return budget
+
+    def schedule(self):
+        out, budget = SchedulerOutput(), self.config.max_num_batched_tokens
+        if self.fault == "prefill_first":
+            budget = self._decodes(out, self._prefills(out, budget))
+        else:
+            budget = self._prefills(out, self._decodes(out, budget))
+        seats = 10 ** 6 if self.fault == "ignores_max_num_seqs" else self.config.max_num_seqs
+        while ((self.fault == "admits_after_preempting" or not out.preempted) and self.waiting and budget > 0
+               and len(self.running) < seats):
+            req = self.waiting[-1] if self.fault == "last_come_first" else self.waiting[0]
+            allocation = self.allocator.allocate(req.all_token_ids)
+            if allocation is None:
+                break
+            self.waiting.remove(req)
+            req.block_table, req.num_computed_tokens = allocation
+            req.status = RequestStatus.RUNNING
+            self.running.append(req)
+            n = min(req.num_tokens - req.num_computed_tokens, budget)
+            out.chunks.append(ScheduledChunk(req, n))
+            budget -= n
+        return out
+
+
+def _candidate(fault):
+    return type("CandidateScheduler", (_Candidate,), {"fault": fault})
+
+
+_FAULTS = ("ignores_max_num_seqs", "leaks_blocks", "last_come_first", "prefill_first", "preempts_oldest",
+           "admits_after_preempting")
+_passes_correct = not run_tests(SCHEDULER_TESTS, _candidate(None))
+_num_killed = sum(bool(run_tests(SCHEDULER_TESTS, _candidate(f))) for f in _FAULTS)
+_scheduler_kills = (SCHEDULER_TESTS, _passes_correct, _num_killed)  # the next two cells reuse this
+### END HIDDEN TESTS
+assert SCHEDULER_TESTS and all(callable(t) for t in SCHEDULER_TESTS), "list your test functions in SCHEDULER_TESTS"
+_own = run_tests(SCHEDULER_TESTS, MyScheduler)
+print(f"{len(SCHEDULER_TESTS)} tests; failing on your MyScheduler: {_own or 'none'}")
+assert not _own, f"these tests fail on your own MyScheduler: {_own}"
+### BEGIN HIDDEN TESTS
+assert _passes_correct, "a test fails on a correct scheduler"
+assert _num_killed >= 1, "no faulty scheduler was caught"
+### END HIDDEN TESTS
+
+# %% tests id=test_scheduler_tests_half points=1
+class _NoSeatLimit(MyScheduler):
+    """Your scheduler with `max_num_seqs` ignored: every waiting request that fits is admitted."""
+
+    def schedule(self):
+        seats, self.config = self.config, dataclasses.replace(self.config, max_num_seqs=10 ** 6)
+        try:
+            return super().schedule()
+        finally:
+            self.config = seats
+
+
+print("the visible fault (your scheduler without a seat limit) is",
+      "killed" if run_tests(SCHEDULER_TESTS, _NoSeatLimit) else "NOT killed")
+assert run_tests(SCHEDULER_TESTS, _NoSeatLimit), "no test catches a scheduler that ignores max_num_seqs"
+### BEGIN HIDDEN TESTS
+_tests, _ok, _killed = globals().get("_scheduler_kills", (None, False, 0))
+if _tests is not SCHEDULER_TESTS:
+    raise AssertionError("the faulty schedulers were not run (the cell above stopped early)")
+assert _ok, "a test fails on a correct scheduler"
+assert 2 * _killed >= 6, "fewer than half of the faulty schedulers were caught"
+### END HIDDEN TESTS
+
+# %% tests id=test_scheduler_tests_most points=1
+assert len(SCHEDULER_TESTS) >= 3, "one rule per test: at least three tests"
+### BEGIN HIDDEN TESTS
+_tests, _ok, _killed = globals().get("_scheduler_kills", (None, False, 0))
+if _tests is not SCHEDULER_TESTS:
+    raise AssertionError("the faulty schedulers were not run (the cell above stopped early)")
+assert _ok, "a test fails on a correct scheduler"
+assert _killed >= 5, "more than one faulty scheduler went uncaught"
 ### END HIDDEN TESTS
 
 # %% [markdown]
