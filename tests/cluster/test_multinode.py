@@ -1,0 +1,70 @@
+"""Two nodes as network namespaces: torchrun across them, TP and PP tokens equal to one device."""
+
+import subprocess
+
+import pytest
+
+from inferlab.cluster import ClusterConfig, ClusterError, cluster_down, cluster_up, status
+from inferlab.cluster.netns import preflight
+from inferlab.cluster.torchrun import run_across_nodes
+from inferlab.model import ensure_checkpoint, generate_greedy, load_checkpoint
+
+try:
+    preflight()
+    REASON = None
+except ClusterError as err:  # not root, no iproute2, or a kernel without namespaces
+    REASON = str(err)
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=f"no network namespaces here: {REASON}")]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    nodes = cluster_up(ClusterConfig(num_nodes=2, link_gbit=1.0))
+    yield nodes
+    cluster_down()
+
+
+def test_nodes_reach_each_other_and_nothing_else(cluster):
+    assert [n.address for n in cluster] == ["10.213.7.1", "10.213.7.2"]
+    probe = "import socket,sys; s=socket.socket(); s.settimeout(2); sys.exit(0 if s.connect_ex((sys.argv[1], 9)) in (111, 0) else 1)"
+    # a closed port on the other node answers "connection refused" (111): the link carries TCP
+    assert subprocess.run(["ip", "netns", "exec", cluster[0].namespace, "python3", "-c", probe, cluster[1].address]).returncode == 0
+    # no route off the private link
+    routes = subprocess.run(["ip", "netns", "exec", cluster[0].namespace, "ip", "route"], capture_output=True, text=True).stdout
+    assert "default" not in routes and "10.213.7.0/24" in routes
+    tc = subprocess.run(["tc", "qdisc", "show", "dev", cluster[0].host_link], capture_output=True, text=True).stdout
+    assert "tbf" in tc and "rate 1Gbit" in tc
+
+
+def _one_device(prompt, max_new_tokens):
+    return generate_greedy(load_checkpoint(ensure_checkpoint("tiny"), device="cpu"), prompt, max_new_tokens)
+
+
+def test_tensor_parallel_across_nodes_equals_one_device(cluster):
+    results = run_across_nodes("inferlab.parallel.workers:tp_demo")
+    assert len(results) == 2 and results[0]["tokens"] == results[1]["tokens"]
+    assert results[0]["tokens"] == [_one_device([256, 72, 105], 8)]
+    assert results[0]["num_all_reduce"] > 0
+
+
+def test_pipeline_parallel_across_nodes_equals_one_device(cluster):
+    prompts = [[256, 5, 6, 7], [256, 9, 10, 11]]
+    results = run_across_nodes("inferlab.parallel.workers:pp_run", None, prompts, 6, 2)
+    tokens = results[-1]["tokens"]
+    sent = [r for r in results[0]["records"] if "send" in str(r)]
+    assert sent, "stage 0 sent nothing to the other node"
+    assert tokens == [_one_device(p, 6) for p in prompts]
+
+
+def test_status_and_down_are_idempotent():
+    cluster_down()
+    assert status()["nodes"] == []
+    assert cluster_down() == []
+
+
+def test_bad_config_is_refused_with_the_reason():
+    with pytest.raises(ClusterError, match="netem"):
+        ClusterConfig(num_nodes=2, link_latency_ms=5)
+    with pytest.raises(ClusterError, match="num_nodes"):
+        ClusterConfig(num_nodes=0)
