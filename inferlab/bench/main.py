@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "soak": "inferlab.bench.soak",
     "fuzz": "inferlab.bench.fuzz",
     "autoscale": "inferlab.bench.autoscale",
+    "multinode": "inferlab.bench.multinode",
 }
 
 
