@@ -62,6 +62,12 @@ DEV_MUTANTS = [
     # spot on a fleet of two or three: one preemption during the rise loses the SLO
     Mutant(name="spot-on-small-fleet", cell="spot", old="if ctx.spot_price_ratio >= 0.8 or target < 4:",
            new="if ctx.spot_price_ratio >= 0.8:", must_lose=("test_spot_policy",)),
+    # issue 15: sizes on the instantaneous queue only (utilisation ignored): a full fleet with no queue yet
+    # is left alone until requests pile up, and scale-down keeps nothing for the load in flight
+    Mutant(name="queue-only", cell="autoscaler",
+           old="""need = max(sum(metric_values(ctx, "kv_utilization")),
+               sum(metric_values(ctx, "compute_utilization"))) / target_utilization""",
+           new="need = 0.0", must_lose=("test_autoscaler_bounds",)),
     # a test tied to one implementation: "full load means exactly the maximum" fails on a correct
     # autoscaler that asks for less than the maximum
     Mutant(name="regression-too-strict", cell="regression", old="    n, _ = policy(make_ctx(3, utilization=1.0))\n    assert n > 3, n",
