@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4), help="traces simulated in parallel")
     p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated subset of {','.join(POLICIES)}")
     p.add_argument("--json-out", help="also write every trace's rows here")
+    p.add_argument("--rows", help="append each trace's rows to this JSON-lines file as it finishes, and skip "
+                                  "the traces it already holds (resume a long run)")
     args = p.parse_args(argv)
     policies = tuple(x.strip() for x in args.policies.split(",") if x.strip())
     unknown = [x for x in policies if x not in POLICIES]
@@ -108,12 +110,30 @@ def main(argv: list[str] | None = None) -> int:
     specs = evaluation_specs(quick=args.quick)
     started = time.perf_counter()
     print(f"{len(specs)} evaluation traces x {len(policies)} policies, {args.jobs} at a time", flush=True)
-    tasks = [(spec, policies) for spec in specs]
+    done: dict[str, dict[str, Any]] = {}
+    if args.rows and os.path.exists(args.rows):
+        with open(args.rows) as handle:
+            for line in handle:
+                row = json.loads(line)
+                if set(policies) <= set(row["policies"]):
+                    done[row["trace"]] = row
+    tasks = [(spec, policies) for spec in specs if spec.name not in done]
+    if done:
+        print(f"{len(specs) - len(tasks)} traces already in {args.rows}", flush=True)
+
+    def keep(row: dict[str, Any]) -> dict[str, Any]:
+        if args.rows:
+            with open(args.rows, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+        return row
+
     if args.jobs == 1:
-        results = [run_trace(*t) for t in tqdm(tasks, desc="traces", file=sys.stderr)]
+        fresh = [keep(run_trace(*t)) for t in tqdm(tasks, desc="traces", file=sys.stderr)]
     else:
         with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-            results = list(tqdm(pool.imap(_run_task, tasks), total=len(tasks), desc="traces", file=sys.stderr))
+            fresh = [keep(r) for r in tqdm(pool.imap(_run_task, tasks), total=len(tasks), desc="traces", file=sys.stderr)]
+    by_name = {**done, **{r["trace"]: r for r in fresh}}
+    results = [by_name[spec.name] for spec in specs]
     summary = summarize(results, policies)
     wall_s = time.perf_counter() - started
     for r in results:
