@@ -8,7 +8,7 @@
 #
 # | | |
 # |---|---|
-# | Prerequisites | MOD-524, MOD-525; Python, PyTorch basics |
+# | Prerequisites | MOD-524, MOD-525; Python, PyTorch basics; lecture deck `lectures/00_kpis_roofline.ipynb` |
 # | Hardware tier | **CPU** (any laptop); a GPU is used automatically if present |
 # | Time | ~2 min in fast mode, ~15 min in full mode |
 # | Hours | lecture 1 h, lab 1.5 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |

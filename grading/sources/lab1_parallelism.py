@@ -10,7 +10,7 @@
 #
 # | | |
 # |---|---|
-# | Prerequisites | Lab 0; `torch.distributed` collectives (all-reduce, all-to-all, send/recv) |
+# | Prerequisites | Lab 0; `torch.distributed` collectives (all-reduce, all-to-all, send/recv); lecture deck `lectures/01_parallelism.ipynb` |
 # | Hardware tier | **CPU** (2 gloo processes); on a machine with 2+ GPUs the same code uses NCCL |
 # | Time | ~1 min in fast mode (DeepSpeed demo included, vLLM skipped), ~2 min in full mode (vLLM TP=2 start-up 25-60 s) |
 # | Hours | lecture 3 h, lab 4 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |

@@ -10,7 +10,7 @@
 #
 # | | |
 # |---|---|
-# | Prerequisites | Lab 0 (TTFT/TPOT), Lab 1; the lecture on paged attention and continuous batching |
+# | Prerequisites | Lab 0 (TTFT/TPOT), Lab 1; lecture deck `lectures/03_batching_routing.ipynb` (paged attention, continuous batching) |
 # | Hardware tier | **CPU** (any laptop). This lab pins the CPU, also on a GPU box: the kit's engine is host-bound on a GPU today (see the README), so its lesson is measured where it holds |
 # | Time | ~2 min in fast mode, ~8 min in full mode |
 # | Hours | lecture 2 h, lab 3 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |

@@ -12,7 +12,7 @@
 #
 # | | |
 # |---|---|
-# | Prerequisites | Lab 0 (TTFT/TPOT, SLO attainment), Lab 3 (continuous batching); the lecture on autoscaling |
+# | Prerequisites | Lab 0 (TTFT/TPOT, SLO attainment), Lab 3 (continuous batching); lecture deck `lectures/04_autoscaling.ipynb` |
 # | Hardware tier | **CPU** (any laptop); the Ray Serve demo starts a local Ray (2 cores, ~1 GiB) |
 # | Time | ~3 min in fast mode, ~6 min in full mode (the Ray demo is ~1.5 min of that) |
 # | Hours | lecture 2 h, lab 3 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |
