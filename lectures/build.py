@@ -1,0 +1,176 @@
+"""Lecture decks: percent-format sources -> clean notebooks -> reveal.js slides.
+
+The one source of deck `<deck>` is `lectures/sources/<deck>.py`, in the cell format of
+`grading/sources` (parsed by `grading/nbsource.py`'s `parse`). A cell's slide type is
+its `slide=` attribute:
+
+    # %% [markdown]                  a new slide (the default for markdown cells)
+    # %% [markdown] slide=subslide   a slide below the previous one (reveal.js vertical)
+    # %% [markdown] slide=fragment   revealed on the same slide, one step later
+    # %% [markdown] slide=notes      speaker notes (press "s" in the slideshow)
+    # %%                             code: on the slide of the cell before (default "-")
+    # %% slide=skip                  not shown (set-up code)
+
+Code cells are executed when rendering; their inputs are hidden on the slides (only
+their outputs, the figures and tables the kit's code computes, are shown).
+
+    python lectures/build.py                 write lectures/<deck>.ipynb and build/slides/<deck>.slides.html
+    python lectures/build.py --check         exit 1 if a committed notebook differs from its source
+    python lectures/build.py --no-render     write the notebooks only
+    python lectures/build.py 00_kpis_roofline --out-dir /tmp/slides
+
+Offline: reveal.js is read from `build/slides/reveal.js` when that folder exists
+(`make slides` installs reveal.js 4.0.2 there with npm where npm is available), else from
+the unpkg CDN. Text and figures are inside the HTML either way (figures as inline PNG),
+so a deck stays readable without the network; only the slideshow layout and MathJax
+need their scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = REPO / "lectures" / "sources"
+NOTEBOOKS = REPO / "lectures"
+SLIDES = REPO / "build" / "slides"
+LOCAL_REVEAL = "reveal.js"  # folder beside the rendered slides, relative URL prefix
+REVEAL_CDN = "https://unpkg.com/reveal.js@4.0.2"
+SLIDE_TYPES = ("slide", "subslide", "fragment", "notes", "skip", "-")
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+TIMEOUT_S = 120  # per cell
+
+sys.path.insert(0, str(REPO / "grading"))
+from nbsource import Cell, parse  # noqa: E402
+
+
+def decks() -> list[str]:
+    """Deck names, in course order."""
+    return sorted(p.stem for p in SOURCES.glob("*.py"))
+
+
+def slide_type(cell: Cell) -> str:
+    """The cell's `slide=` attribute; markdown defaults to a new slide, code to the slide before."""
+    if cell.role is not None:
+        raise ValueError(f"lecture cells take no grading role, got {cell.role!r}")
+    kind = cell.attrs.get("slide", "slide" if cell.kind == "markdown" else "-")
+    if kind not in SLIDE_TYPES:
+        raise ValueError(f"slide={kind!r} is not one of {', '.join(SLIDE_TYPES)}")
+    return kind
+
+
+def to_notebook(deck: str) -> nbformat.NotebookNode:
+    """The clean notebook of `deck`: no outputs, ids `<deck>-NNN`, `slideshow` metadata only."""
+    source = SOURCES / f"{deck}.py"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": KERNELSPEC}
+    for index, cell in enumerate(parse(source.read_text(), str(source))):
+        try:
+            kind = slide_type(cell)
+        except ValueError as err:
+            raise ValueError(f"{source}: cell {index}: {err}") from None
+        node = (nbformat.v4.new_markdown_cell if cell.kind == "markdown" else nbformat.v4.new_code_cell)(cell.source)
+        node.id = f"{deck}-{index:03d}"
+        node.metadata = {"slideshow": {"slide_type": kind}}
+        nb.cells.append(node)
+    nbformat.validate(nb)
+    return nb
+
+
+def render_notebook(deck: str) -> str:
+    """The JSON text `lectures/<deck>.ipynb` must contain."""
+    return nbformat.writes(to_notebook(deck)) + "\n"
+
+
+def write_notebooks(names: list[str] | None = None) -> list[Path]:
+    """Write the notebooks that differ from their source; returns those written."""
+    written = []
+    for deck in names or decks():
+        target = NOTEBOOKS / f"{deck}.ipynb"
+        text = render_notebook(deck)
+        if not target.exists() or target.read_text() != text:
+            target.write_text(text)
+            written.append(target)
+    return written
+
+
+def stale_notebooks(names: list[str] | None = None) -> list[str]:
+    """Decks whose committed notebook is missing or differs from what the source generates."""
+    stale = []
+    for deck in names or decks():
+        target = NOTEBOOKS / f"{deck}.ipynb"
+        if not target.exists() or target.read_text() != render_notebook(deck):
+            stale.append(deck)
+    extra = {p.stem for p in NOTEBOOKS.glob("*.ipynb")} - set(decks())
+    return stale + sorted(f"{name} (no source)" for name in extra)
+
+
+def execute(deck: str) -> nbformat.NotebookNode:
+    """Run every code cell of `deck` in a fresh kernel started in the repository root."""
+    from nbclient import NotebookClient
+
+    nb = to_notebook(deck)
+    env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
+    NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(REPO)}},
+                   env=env).execute()
+    return nb
+
+
+def to_slides_html(nb: nbformat.NotebookNode, deck: str, reveal_url_prefix: str) -> str:
+    """reveal.js slides of an executed notebook, code inputs hidden."""
+    from nbconvert import SlidesExporter
+
+    exporter = SlidesExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                              reveal_url_prefix=reveal_url_prefix, reveal_number="c/t", reveal_scroll=True)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": deck}})
+    return body
+
+
+def render(deck: str, out_dir: Path = SLIDES) -> tuple[Path, nbformat.NotebookNode]:
+    """Execute `deck` and write `<out_dir>/<deck>.slides.html`; returns its path and the executed notebook."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = LOCAL_REVEAL if (out_dir / LOCAL_REVEAL / "dist" / "reveal.js").exists() else REVEAL_CDN
+    nb = execute(deck)
+    target = out_dir / f"{deck}.slides.html"
+    target.write_text(to_slides_html(nb, deck, prefix))
+    return target, nb
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("decks", nargs="*", help=f"decks to build (default: all of {', '.join(decks())})")
+    parser.add_argument("--check", action="store_true", help="only check the notebooks are in sync")
+    parser.add_argument("--no-render", action="store_true", help="write the notebooks, do not render slides")
+    parser.add_argument("--out-dir", type=Path, default=SLIDES, help="where the slides go (default build/slides)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.decks) - set(decks()))
+    if unknown:
+        parser.error(f"unknown deck(s) {', '.join(unknown)}; decks: {', '.join(decks())}")
+    if args.check:
+        stale = stale_notebooks(args.decks or None)
+        for deck in stale:
+            print(f"lectures/{deck}.ipynb is not what lectures/sources/{deck}.py generates: "
+                  "run python lectures/build.py --no-render")
+        return 1 if stale else 0
+    for path in write_notebooks(args.decks or None):
+        print(f"wrote {path.relative_to(REPO)}")
+    if args.no_render:
+        return 0
+    if not (args.out_dir / LOCAL_REVEAL / "dist" / "reveal.js").exists():
+        print(f"note: no {args.out_dir / LOCAL_REVEAL}; the slides load reveal.js from {REVEAL_CDN} "
+              "(text and figures are in the HTML; the slideshow layout needs the network)")
+    for deck in args.decks or decks():
+        start = time.perf_counter()
+        path, _ = render(deck, args.out_dir)
+        print(f"rendered {path} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
