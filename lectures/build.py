@@ -19,18 +19,24 @@ their outputs, the figures and tables the kit's code computes, are shown).
     python lectures/build.py --no-render     write the notebooks only
     python lectures/build.py 00_kpis_roofline --out-dir /tmp/slides
 
-Offline: reveal.js is read from `build/slides/reveal.js` when that folder exists
-(`make slides` installs reveal.js 4.0.2 there with npm where npm is available), else from
-the unpkg CDN. Text and figures are inside the HTML either way (figures as inline PNG),
-so a deck stays readable without the network; only the slideshow layout and MathJax
-need their scripts.
+Offline: `--vendor` (what `make slides` runs) fetches reveal.js 4.0.2 (the version
+nbconvert's reveal template is written for) and require.js 2.3.6 from the npm registry with
+`npm pack` into `build/slides/`, once; the slides then load them by relative URL and show
+as a slideshow with no network. Without them (no npm, or a render elsewhere) the slides
+load both from CDNs. Text and figures are inside the HTML either way (figures as inline
+PNG), so a deck stays readable offline; MathJax always comes from its CDN (offline, the
+few formulas show as LaTeX source).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +47,9 @@ SOURCES = REPO / "lectures" / "sources"
 NOTEBOOKS = REPO / "lectures"
 SLIDES = REPO / "build" / "slides"
 LOCAL_REVEAL = "reveal.js"  # folder beside the rendered slides, relative URL prefix
+LOCAL_REQUIRE = "require.js"  # file beside the rendered slides
 REVEAL_CDN = "https://unpkg.com/reveal.js@4.0.2"
+NPM_PACKAGES = {LOCAL_REVEAL: "reveal.js@4.0.2", LOCAL_REQUIRE: "requirejs@2.3.6"}
 SLIDE_TYPES = ("slide", "subslide", "fragment", "notes", "skip", "-")
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 TIMEOUT_S = 120  # per cell
@@ -122,12 +130,47 @@ def execute(deck: str) -> nbformat.NotebookNode:
     return nb
 
 
-def to_slides_html(nb: nbformat.NotebookNode, deck: str, reveal_url_prefix: str) -> str:
+def has_local_assets(out_dir: Path) -> bool:
+    """True when reveal.js and require.js sit beside the slides (see `vendor`)."""
+    return (out_dir / LOCAL_REVEAL / "dist" / "reveal.js").is_file() and (out_dir / LOCAL_REQUIRE).is_file()
+
+
+def vendor(out_dir: Path = SLIDES) -> None:
+    """Fetch reveal.js and require.js with `npm pack` into `out_dir` (skipped when present).
+
+    Raises RuntimeError naming what failed (no npm, no registry).
+    """
+    if has_local_assets(out_dir):
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is not installed")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for target, spec in NPM_PACKAGES.items():
+            run = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=300)
+            if run.returncode:
+                raise RuntimeError(f"npm pack {spec} failed: {run.stderr.strip()[-500:]}")
+            tgz = Path(tmp) / run.stdout.strip().splitlines()[-1]
+            with tarfile.open(tgz) as tar:
+                tar.extractall(Path(tmp) / target, filter="data")
+            package = Path(tmp) / target / "package"
+            dest = out_dir / target
+            if target == LOCAL_REQUIRE:
+                shutil.copyfile(package / "require.js", dest)
+            else:
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(package, dest)
+
+
+def to_slides_html(nb: nbformat.NotebookNode, deck: str, local_assets: bool) -> str:
     """reveal.js slides of an executed notebook, code inputs hidden."""
     from nbconvert import SlidesExporter
 
+    urls = {"reveal_url_prefix": LOCAL_REVEAL, "require_js_url": LOCAL_REQUIRE} if local_assets else \
+        {"reveal_url_prefix": REVEAL_CDN}
     exporter = SlidesExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
-                              reveal_url_prefix=reveal_url_prefix, reveal_number="c/t", reveal_scroll=True)
+                              reveal_number="c/t", reveal_scroll=True, **urls)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": deck}})
     return body
 
@@ -135,10 +178,9 @@ def to_slides_html(nb: nbformat.NotebookNode, deck: str, reveal_url_prefix: str)
 def render(deck: str, out_dir: Path = SLIDES) -> tuple[Path, nbformat.NotebookNode]:
     """Execute `deck` and write `<out_dir>/<deck>.slides.html`; returns its path and the executed notebook."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    prefix = LOCAL_REVEAL if (out_dir / LOCAL_REVEAL / "dist" / "reveal.js").exists() else REVEAL_CDN
     nb = execute(deck)
     target = out_dir / f"{deck}.slides.html"
-    target.write_text(to_slides_html(nb, deck, prefix))
+    target.write_text(to_slides_html(nb, deck, has_local_assets(out_dir)))
     return target, nb
 
 
@@ -148,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only check the notebooks are in sync")
     parser.add_argument("--no-render", action="store_true", help="write the notebooks, do not render slides")
     parser.add_argument("--out-dir", type=Path, default=SLIDES, help="where the slides go (default build/slides)")
+    parser.add_argument("--vendor", action="store_true",
+                        help="first fetch reveal.js and require.js with npm into the output folder (offline slides)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.decks) - set(decks()))
     if unknown:
@@ -162,9 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path.relative_to(REPO)}")
     if args.no_render:
         return 0
-    if not (args.out_dir / LOCAL_REVEAL / "dist" / "reveal.js").exists():
-        print(f"note: no {args.out_dir / LOCAL_REVEAL}; the slides load reveal.js from {REVEAL_CDN} "
-              "(text and figures are in the HTML; the slideshow layout needs the network)")
+    if args.vendor:
+        try:
+            vendor(args.out_dir)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+            print(f"note: could not fetch reveal.js and require.js ({err})")
+    if not has_local_assets(args.out_dir):
+        print(f"note: no {args.out_dir / LOCAL_REVEAL} and {args.out_dir / LOCAL_REQUIRE}: the slides load them "
+              "from CDNs (text and figures are in the HTML; the slideshow layout needs the network)")
     for deck in args.decks or decks():
         start = time.perf_counter()
         path, _ = render(deck, args.out_dir)
