@@ -124,9 +124,9 @@ def execute(deck: str) -> nbformat.NotebookNode:
     from nbclient import NotebookClient
 
     nb = to_notebook(deck)
-    env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
-    NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(REPO)}},
-                   env=env).execute()
+    env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")  # figures inline whatever the caller set
+    NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO)}}).execute(env=env)
     return nb
 
 
@@ -184,12 +184,33 @@ def render(deck: str, out_dir: Path = SLIDES) -> tuple[Path, nbformat.NotebookNo
     return target, nb
 
 
+def _render_text(deck: str, out_dir: Path) -> tuple[Path, str]:
+    path, nb = render(deck, out_dir)
+    return path, nbformat.writes(nb)
+
+
+def render_all(names: list[str], out_dir: Path = SLIDES, jobs: int = 1) -> dict[str, tuple[Path, nbformat.NotebookNode]]:
+    """`render` every deck in `names`, `jobs` decks at a time (each in its own process and kernel)."""
+    if jobs <= 1 or len(names) <= 1:
+        return {deck: render(deck, out_dir) for deck in names}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {deck: pool.submit(_render_text, deck, out_dir) for deck in names}
+        results = {deck: f.result() for deck, f in futures.items()}
+    return {deck: (path, nbformat.reads(text, as_version=4)) for deck, (path, text) in results.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("decks", nargs="*", help=f"decks to build (default: all of {', '.join(decks())})")
     parser.add_argument("--check", action="store_true", help="only check the notebooks are in sync")
     parser.add_argument("--no-render", action="store_true", help="write the notebooks, do not render slides")
     parser.add_argument("--out-dir", type=Path, default=SLIDES, help="where the slides go (default build/slides)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="decks rendered at a time (default: 2, or 1 on one core)")
     parser.add_argument("--vendor", action="store_true",
                         help="first fetch reveal.js and require.js with npm into the output folder (offline slides)")
     args = parser.parse_args(argv)
@@ -214,10 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     if not has_local_assets(args.out_dir):
         print(f"note: no {args.out_dir / LOCAL_REVEAL} and {args.out_dir / LOCAL_REQUIRE}: the slides load them "
               "from CDNs (text and figures are in the HTML; the slideshow layout needs the network)")
-    for deck in args.decks or decks():
-        start = time.perf_counter()
-        path, _ = render(deck, args.out_dir)
-        print(f"rendered {path} ({time.perf_counter() - start:.1f} s)")
+    start = time.perf_counter()
+    names = args.decks or decks()
+    for path, _ in render_all(names, args.out_dir, args.jobs).values():
+        print(f"rendered {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+    print(f"{len(names)} deck(s) in {time.perf_counter() - start:.1f} s")
     return 0
 
 
