@@ -222,8 +222,8 @@ print(f"\nLlama-2-7B on 1 H100, 512 in / 256 out: TTFT ≈ {est.prefill_s * 1e3:
 # - Decode: memory-bound, batch it. Prefill: compute-bound, chunk or separate it.
 # - Ridge point H100 ≈ 295 FLOP/byte, A100 ≈ 153: the faster GPU needs *more* batching to be busy.
 #
-# **Lab 0** (1.5 h): you implement TTFT/TPOT/goodput and the roofline estimate, then measure the
-# kit's engine against it.
+# **Lab 0** (1.5 h): you implement the metric functions (TTFT, TPOT, goodput, SLO attainment) and the
+# roofline estimate, graded against the kit's definitions.
 
 # %% [markdown]
 # ## Sources

@@ -244,8 +244,9 @@ print(f"\nmessage: {msg} bytes -> latency (alpha) dominates: {2 * 7 * H100.nvlin
 # - SP splits the sequence (Ulysses all-to-all, ring attention); EP splits experts (all-to-all, dropless in serving).
 # - The alpha-beta model says when latency (α) or bandwidth (β) dominates.
 #
-# **Lab 1** (4 h): you implement column/row-parallel layers, a pipeline schedule, Ulysses and
-# expert dispatch on 2-4 gloo ranks, check their bytes against the formulas, and use `inferlab plan`.
+# **Lab 1** (4 h), on 2-4 gloo ranks: tensor-parallel layers and their traffic, micro-batches and
+# the GPipe schedule, the Ulysses all-to-all, MoE capacity, DeepSpeed AutoTP's traffic, memory per
+# GPU and the layout chooser behind `inferlab plan`.
 
 # %% [markdown]
 # ## Sources

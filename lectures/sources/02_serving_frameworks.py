@@ -213,8 +213,8 @@ plt.show()
 #   (composition, autoscaling), Triton (heterogeneous fleets, dynamic batching for fixed shapes).
 # - The OpenAI API makes them comparable; latency/throughput curves at an SLO make the choice.
 #
-# **Lab 2** (2.5 h): the kit's checkpoint under vLLM, DeepSpeed-Inference, Ray Serve and Triton on
-# CPU, one load generator against all of them.
+# **Lab 2** (2.5 h, in preparation): the kit's checkpoint under vLLM, DeepSpeed-Inference, Ray Serve
+# and Triton on CPU, one load generator against all of them.
 
 # %% [markdown]
 # ## Sources

@@ -259,8 +259,8 @@ plt.show()
 # - Two random choices are almost as good as full knowledge; prefix-aware routing adds cache locality.
 # - Token buckets bound tenants; VTC shares fairly when the fleet is busy.
 #
-# **Lab 3** (3 h): your scheduler and block allocator in the kit's engine. **Lab 4** (2 h): your
-# router and shaper in front of several `inferlab serve` replicas.
+# **Lab 3** (3 h): your block allocator and scheduler in the kit's engine, throughput against static
+# batching. **Lab 4** (2 h, in preparation): routing and traffic shaping in front of several replicas.
 
 # %% [markdown]
 # ## Sources

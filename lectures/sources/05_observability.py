@@ -208,8 +208,8 @@ print(f"SLO attainment over 2 h: {1 - bad.sum() / total.sum():.1%}; page fired a
 # - Alert on SLO burn with two windows; page on fast burn, ticket on slow.
 # - Practise failure (chaos), run incidents with roles, learn with blameless postmortems.
 #
-# **Lab 6** (2 h): instrument the kit's server with metrics and spans, write burn-rate alerts,
-# run a chaos experiment and write its incident report.
+# **Lab 6** (2 h, in preparation): metrics and spans on the kit's server, burn-rate alerts, a chaos
+# experiment and its incident report.
 
 # %% [markdown]
 # ## Sources
