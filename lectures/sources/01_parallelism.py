@@ -206,7 +206,7 @@ plt.show()
 # | PP (*p* stages) | send/recv | b·s·h·B per boundary (not per layer) | IB ok |
 # | SP Ulysses (*P*) | 4 all-to-all | ~4 · b·s·h·B / P | NVLink |
 # | SP ring (*P*) | P−1 sends | (P−1)/P · K/V of the layer | NVLink, overlapped |
-# | EP (*E* GPUs) | 2 all-to-all | ~2 · b·s·k·h·B (E−1)/E | NVLink / IB |
+# | EP (*E* GPUs) | 2 all-to-all | ~2 · T·k·h·B · (E−1)/E, *T* tokens on the GPU | NVLink / IB |
 #
 # *B* = bytes per element. `inferlab.parallel.comm.CommRecorder` records every byte the kit's
 # implementations send; Lab 1 checks these formulas against it.
@@ -267,7 +267,7 @@ print(f"\nmessage: {msg} bytes -> latency (alpha) dominates: {2 * 7 * H100.nvlin
 # - T. Gale et al. *MegaBlocks: Efficient Sparse Training with Mixture-of-Experts.* MLSys 2023.
 #   https://arxiv.org/abs/2211.15841
 # - R. Hockney. *The communication challenge for MPP: Intel Paragon and Meiko CS-2.* Parallel
-#   Computing 20(3), 1994. https://doi.org/10.1016/0167-8191(94)90027-2
+#   Computing 20(3), 1994.
 # - R. Thakur, R. Rabenseifner, W. Gropp. *Optimization of Collective Communication Operations in
 #   MPICH.* IJHPCA 19(1), 2005. https://doi.org/10.1177/1094342005051521
 # - vLLM documentation. *Parallelism and Scaling* (distributed serving).

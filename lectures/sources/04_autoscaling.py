@@ -31,7 +31,7 @@ EFF = default_efficiency()
 # %% [markdown]
 # ## Why autoscale?
 #
-# - LLM traffic is diurnal and bursty (Azure LLM traces: peak/trough of several ×).
+# - LLM traffic is diurnal and bursty (Azure's public LLM inference traces, Splitwise 2024).
 # - A fleet sized for the peak idles most of the day; one sized for the mean misses the SLO at the peak.
 # - GPUs are expensive (an H100 ≈ $3/hour on demand) and **slow to start** (load tens of GB of
 #   weights: minutes).
@@ -224,6 +224,6 @@ plt.show()
 # - AWS documentation. *Spot Instance interruption notices.*
 #   https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html
 # - Google Cloud documentation. *Spot VMs* (preemption notice). https://cloud.google.com/compute/docs/instances/spot
-# - J. Stojkovic et al. *DynamoLLM: Designing LLM Inference Clusters for Performance and Energy
-#   Efficiency* (Azure LLM traces). HPCA 2025. https://arxiv.org/abs/2408.00741
+# - P. Patel et al. *Splitwise: Efficient Generative LLM Inference Using Phase Splitting* (the Azure
+#   LLM inference traces, 2023). ISCA 2024. https://arxiv.org/abs/2311.18677
 # - FinOps Foundation. *FinOps Framework.* https://www.finops.org/framework/
