@@ -57,7 +57,7 @@ for c in (1, 4, 16, 64):
     a1.plot(utils, [erlang_c(c, u * c) for u in utils], label=f"c = {c}")
     a2.plot(utils, [mmc_wait_s(u * c, 1.0, c) for u in utils], label=f"c = {c}")
 a1.set(xlabel="utilisation ρ", ylabel="P(wait), Erlang C")
-a2.set(xlabel="utilisation ρ", ylabel="mean wait (service times)", yscale="log")
+a2.set(xlabel="utilisation ρ", ylabel="mean wait (service times)", yscale="log", ylim=(1e-4, 1e2))
 a1.legend(fontsize=10)
 fig.tight_layout()
 plt.show()
@@ -194,7 +194,9 @@ plt.show()
 
 # %% [markdown] slide=fragment
 # The cheapest token is the one produced at the largest batch the TPOT SLO allows; an idle replica
-# makes every token expensive. Utilisation, not list price, dominates the bill.
+# makes every token expensive. Utilisation, not list price, dominates the bill. (The two GPUs nearly
+# coincide: at these list prices the H100's price premium is about its bandwidth premium, and decode
+# is memory-bound.)
 
 # %% [markdown]
 # ## Take-aways and Lab 5
