@@ -22,7 +22,7 @@ from inferlab.policies import AutoscalingConfig
 from inferlab.sim import ClusterConfig, roofline_model, simulate
 from inferlab.traces import LengthDist, poisson_arrivals, synthesize
 
-plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 80, "font.size": 12})
+plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 100, "font.size": 12})
 H100, A100, LLAMA7 = get_gpu("h100"), get_gpu("a100"), get_model("llama-2-7b")
 EFF = default_efficiency()
 
@@ -152,11 +152,12 @@ for gpu, colour in ((H100, "C0"), (A100, "C1")):
     ax.loglog(intensity, roof / 1e12, color=colour, label=f"{gpu.name} (ridge {gpu.bf16_dense_flops / gpu.hbm_bandwidth_bytes_per_s:.0f})")
 points = {f"decode b={b}": (2 * params * b, 2 * params + b * 1024 * kv_per_token) for b in (1, 16, 64, 256)}
 points["prefill 512"] = (2 * params * 512, 2 * params + 512 * kv_per_token)
-for label, (flops, num_bytes) in points.items():
+for k, (label, (flops, num_bytes)) in enumerate(points.items()):
     i = flops / num_bytes
     y = min(H100.bf16_dense_flops, i * H100.hbm_bandwidth_bytes_per_s) / 1e12
     ax.plot(i, y, "ko")
-    ax.annotate(f"{label} (I={i:.0f})", (i, y), textcoords="offset points", xytext=(4, -14), fontsize=10)
+    ax.annotate(f"{label} (I={i:.0f})", (i, y), textcoords="offset points", fontsize=10,
+                xytext=(-120, 6) if k % 2 else (6, -14))
 ax.set(xlabel="arithmetic intensity (FLOP/byte)", ylabel="attainable TFLOP/s")
 ax.legend(loc="lower right")
 plt.show()

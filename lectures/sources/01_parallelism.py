@@ -24,7 +24,7 @@ from inferlab.costmodel.roofline import ring_allreduce_s, send_s, tp_comm_s
 from inferlab.parallel.expert import capacity, count_dropped
 from inferlab.parallel.pipeline import bubble_fraction, simulate_gpipe
 
-plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 80, "font.size": 12})
+plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 100, "font.size": 12})
 H100, LLAMA70 = get_gpu("h100"), get_model("llama-2-70b")
 EFF = default_efficiency()
 

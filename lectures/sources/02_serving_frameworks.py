@@ -22,7 +22,7 @@ from inferlab.policies import AutoscalingConfig
 from inferlab.sim import ClusterConfig, ReplicaConfig, roofline_model, simulate
 from inferlab.traces import LengthDist, poisson_arrivals, synthesize
 
-plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 80, "font.size": 12})
+plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 100, "font.size": 12})
 H100, A100 = get_gpu("h100"), get_gpu("a100")
 LLAMA7, LLAMA70 = get_model("llama-2-7b"), get_model("llama-2-70b")
 EFF = default_efficiency()

@@ -21,7 +21,7 @@ from inferlab.policies import AutoscalingConfig, least_outstanding, power_of_two
 from inferlab.sim import ClusterConfig, ReplicaConfig, roofline_model, simulate
 from inferlab.traces import LengthDist, poisson_arrivals, synthesize
 
-plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 80, "font.size": 12})
+plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 100, "font.size": 12})
 STEP = roofline_model("llama-2-7b", "h100")
 OUTPUT = LengthDist(150, 1000, max_tokens=1500)
 

@@ -24,7 +24,7 @@ from inferlab.sim import ClusterConfig, roofline_model, simulate
 from inferlab.sim.queueing import erlang_c, kingman_wait_s, min_servers_for_wait, mmc_wait_s
 from inferlab.traces import LengthDist, profile_arrivals, synthesize
 
-plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 80, "font.size": 12})
+plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 100, "font.size": 12})
 H100, A100, LLAMA7 = get_gpu("h100"), get_gpu("a100"), get_model("llama-2-7b")
 EFF = default_efficiency()
 

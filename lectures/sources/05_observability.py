@@ -20,7 +20,7 @@ from inferlab.policies import AutoscalingConfig
 from inferlab.sim import ClusterConfig, roofline_model, simulate
 from inferlab.traces import LengthDist, profile_arrivals, synthesize
 
-plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 80, "font.size": 12})
+plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 100, "font.size": 12})
 # One Llama-2-7B replica on an A100, no autoscaling; an 8-minute load spike (10x) at minute 60.
 RATES = [30] * 60 + [300] * 8 + [30] * 52  # requests per minute
 _rng = np.random.default_rng(0)

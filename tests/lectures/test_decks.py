@@ -140,6 +140,13 @@ def test_last_slide_lists_sources(deck):
     assert sum(bool(URL.search(e)) for e in entries) >= 3, f"{deck}: fewer than 3 sources with a URL"
 
 
+def test_check_command(capsys, tmp_path, monkeypatch):
+    assert build.main(["--check"]) == 0
+    monkeypatch.setattr(build, "NOTEBOOKS", tmp_path)  # no committed notebooks there
+    assert build.main(["--check", DECKS[0]]) == 1
+    assert f"lectures/{DECKS[0]}.ipynb is not what lectures/sources/{DECKS[0]}.py generates" in capsys.readouterr().out
+
+
 def test_bad_slide_type_is_named(tmp_path, monkeypatch):
     (tmp_path / "zz.py").write_text("# %% [markdown] slide=sideways\n# # Title\n")
     monkeypatch.setattr(build, "SOURCES", tmp_path)
