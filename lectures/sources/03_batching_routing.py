@@ -16,10 +16,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from inferlab.engine.kv_cache import PagedBlockAllocator
-from inferlab.metrics import summarize
+from inferlab.metrics import e2e_s, summarize
 from inferlab.policies import AutoscalingConfig, least_outstanding, power_of_two, round_robin
-from inferlab.sim import ClusterConfig, ReplicaConfig, roofline_model, simulate
-from inferlab.traces import LengthDist, poisson_arrivals, synthesize
+from inferlab.sim import ClusterConfig, ReplicaConfig, Roof, StepTimeModel, roofline_model, simulate
+from inferlab.sim.queueing import supermarket_time_in_system
+from inferlab.traces import LengthDist, TraceRequest, poisson_arrivals, synthesize
 
 plt.rcParams.update({"figure.figsize": (8, 3.6), "figure.dpi": 100, "font.size": 12})
 STEP = roofline_model("llama-2-7b", "h100")
@@ -175,23 +176,25 @@ for enabled, (blocks, reused) in results.items():
 # Ray Serve's router and the kit's `power_of_two` use it; it needs only two load probes.
 
 # %% [markdown] slide=subslide
-# ### Mean time in system: the formulas
+# ### Mean time in system: the formulas (`sim.queueing.supermarket_time_in_system`) and the simulator
+# Dots: `inferlab.sim` with the kit's `power_of_two` router over 40 one-at-a-time servers.
 
 # %%
-rho = np.linspace(0.05, 0.98, 200)
-
-
-def supermarket_time(rho: np.ndarray, d: int, terms: int = 60) -> np.ndarray:
-    """Mean time in system of the n → ∞ supermarket model (service time 1)."""
-    if d == 1:
-        return 1 / (1 - rho)
-    return sum(rho ** ((d ** i - d) / (d - 1)) for i in range(1, terms) if (d ** i - d) / (d - 1) < 1e4)
-
-
+rho = np.linspace(0.05, 0.97, 100)
 fig, ax = plt.subplots()
 for d in (1, 2, 3):
-    ax.plot(rho, supermarket_time(rho, d), label=f"d = {d}")
-ax.set(xlabel="load ρ", ylabel="mean time in system", yscale="log")
+    ax.plot(rho, [supermarket_time_in_system(r, d) for r in rho], label=f"d = {d} (n → ∞)")
+one_at_a_time = ClusterConfig(autoscaling=AutoscalingConfig(min_replicas=40, max_replicas=40, initial_replicas=40),
+                              replica=ReplicaConfig(max_num_seqs=1), cold_start_s=0.0)
+unit_steps = StepTimeModel((Roof(0.01),), num_kv_tokens=100_000)  # 10 ms per token, 20 tokens on average
+for load in (0.5, 0.7, 0.85):
+    rng = np.random.default_rng(7)
+    arrivals = np.cumsum(rng.exponential(0.2 / (load * 40), 4000))
+    trace = [TraceRequest(float(a), 16, int(n)) for a, n in zip(arrivals, rng.geometric(1 / 20, 4000))]
+    records = simulate(trace, unit_steps, one_at_a_time, router=power_of_two).records
+    ax.plot(load, np.mean([e2e_s(r) for r in records]) / 0.2, "ko")
+ax.plot([], [], "ko", label="simulated, power of two")
+ax.set(xlabel="load ρ", ylabel="mean time in system (service times)", yscale="log")
 ax.legend()
 plt.show()
 
