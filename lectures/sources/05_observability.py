@@ -15,7 +15,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from inferlab.metrics import SLO, meets_slo, summarize, ttft_s
+from inferlab.metrics import SLO, meets_slo, ttft_s
 from inferlab.policies import AutoscalingConfig
 from inferlab.sim import ClusterConfig, roofline_model, simulate
 from inferlab.traces import LengthDist, profile_arrivals, synthesize
