@@ -31,6 +31,7 @@ few formulas show as LaTeX source).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import subprocess
@@ -119,15 +120,34 @@ def stale_notebooks(names: list[str] | None = None) -> list[str]:
     return stale + sorted(f"{name} (no source)" for name in extra)
 
 
-def execute(deck: str) -> nbformat.NotebookNode:
-    """Run every code cell of `deck` in a fresh kernel started in the repository root."""
+async def _execute_async(deck: str) -> nbformat.NotebookNode:
     from nbclient import NotebookClient
 
     nb = to_notebook(deck)
     env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")  # figures inline whatever the caller set
-    NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3",
-                   resources={"metadata": {"path": str(REPO)}}).execute(env=env)
+    await NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3",
+                         resources={"metadata": {"path": str(REPO)}}).async_execute(env=env)
     return nb
+
+
+def execute_all(names: list[str], jobs: int = 1) -> dict[str, nbformat.NotebookNode]:
+    """Run every code cell of each deck in its own fresh kernel (started in the repository root),
+    `jobs` kernels at a time (one event loop drives them: no threads, no forks)."""
+    async def run() -> list[nbformat.NotebookNode]:
+        slots = asyncio.Semaphore(max(1, jobs))
+
+        async def one(deck: str) -> nbformat.NotebookNode:
+            async with slots:
+                return await _execute_async(deck)
+
+        return await asyncio.gather(*(one(deck) for deck in names))
+
+    return dict(zip(names, asyncio.run(run())))
+
+
+def execute(deck: str) -> nbformat.NotebookNode:
+    """Run every code cell of `deck` in a fresh kernel started in the repository root."""
+    return execute_all([deck])[deck]
 
 
 def has_local_assets(out_dir: Path) -> bool:
@@ -175,32 +195,21 @@ def to_slides_html(nb: nbformat.NotebookNode, deck: str, local_assets: bool) -> 
     return body
 
 
+def render_all(names: list[str], out_dir: Path = SLIDES, jobs: int = 1) -> dict[str, tuple[Path, nbformat.NotebookNode]]:
+    """Execute every deck in `names` (`jobs` kernels at a time) and write `<out_dir>/<deck>.slides.html`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    local_assets = has_local_assets(out_dir)
+    results = {}
+    for deck, nb in execute_all(names, jobs).items():
+        target = out_dir / f"{deck}.slides.html"
+        target.write_text(to_slides_html(nb, deck, local_assets))
+        results[deck] = (target, nb)
+    return results
+
+
 def render(deck: str, out_dir: Path = SLIDES) -> tuple[Path, nbformat.NotebookNode]:
     """Execute `deck` and write `<out_dir>/<deck>.slides.html`; returns its path and the executed notebook."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    nb = execute(deck)
-    target = out_dir / f"{deck}.slides.html"
-    target.write_text(to_slides_html(nb, deck, has_local_assets(out_dir)))
-    return target, nb
-
-
-def _render_text(deck: str, out_dir: Path) -> tuple[Path, str]:
-    path, nb = render(deck, out_dir)
-    return path, nbformat.writes(nb)
-
-
-def render_all(names: list[str], out_dir: Path = SLIDES, jobs: int = 1) -> dict[str, tuple[Path, nbformat.NotebookNode]]:
-    """`render` every deck in `names`, `jobs` decks at a time (each in its own process and kernel)."""
-    if jobs <= 1 or len(names) <= 1:
-        return {deck: render(deck, out_dir) for deck in names}
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = {deck: pool.submit(_render_text, deck, out_dir) for deck in names}
-        results = {deck: f.result() for deck, f in futures.items()}
-    return {deck: (path, nbformat.reads(text, as_version=4)) for deck, (path, text) in results.items()}
+    return render_all([deck], out_dir)[deck]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-render", action="store_true", help="write the notebooks, do not render slides")
     parser.add_argument("--out-dir", type=Path, default=SLIDES, help="where the slides go (default build/slides)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                        help="decks rendered at a time (default: 2, or 1 on one core)")
+                        help="kernels run at a time (default: 2, or 1 on one core)")
     parser.add_argument("--vendor", action="store_true",
                         help="first fetch reveal.js and require.js with npm into the output folder (offline slides)")
     args = parser.parse_args(argv)

@@ -152,3 +152,11 @@ def test_bad_slide_type_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "SOURCES", tmp_path)
     with pytest.raises(ValueError, match=r"zz.py: cell 0: slide='sideways' is not one of slide, subslide"):
         build.to_notebook("zz")
+
+
+def test_a_failing_cell_fails_the_render_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "zz.py").write_text("# %% [markdown]\n# # Title\n\n# %%\nraise ValueError('figure data missing')\n")
+    monkeypatch.setattr(build, "SOURCES", tmp_path)
+    with pytest.raises(Exception, match="figure data missing"):
+        build.render("zz", tmp_path / "out")
+    assert not (tmp_path / "out" / "zz.slides.html").exists()
