@@ -19,7 +19,7 @@ EXTRAS := $(if $(HAS_CUDA),frameworks-cuda,frameworks),lab,dashboard,test
 LABS := $(notdir $(wildcard solutions/*))
 RELEASES := $(foreach lab,$(LABS),labs/$(lab)/$(lab).ipynb)
 
-.PHONY: install lab test release notebooks demo dashboard datasets datasets-download doctor clean clean-venv
+.PHONY: install lab test release notebooks slides demo dashboard datasets datasets-download doctor clean clean-venv
 
 install: $(STAMP)
 
@@ -56,6 +56,11 @@ release: $(RELEASES)
 
 notebooks: $(STAMP)
 	$(BIN)/python grading/nbsource.py
+
+# Lecture decks: lectures/sources/*.py -> lectures/*.ipynb -> build/slides/*.slides.html (executed, reveal.js).
+# --vendor fetches reveal.js and require.js with npm (where npm is) so the slides run offline.
+slides: install
+	$(BIN)/python lectures/build.py --vendor
 
 lab: install release
 	@echo "Starting JupyterLab on labs/ (Ctrl-C stops it); open the URL printed below."

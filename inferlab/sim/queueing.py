@@ -7,6 +7,9 @@ these) and used by the lab notebook.
   W_q = C(c, a) / (c * mu - lambda), with offered load a = lambda / mu.
 - Kingman (G/G/1): W_q ~= rho / (1 - rho) * (ca^2 + cs^2) / 2 * E[S].
 - Allen-Cunneen (G/G/c): W_q ~= W_q(M/M/c) * (ca^2 + cs^2) / 2.
+- Supermarket model (n -> infinity FIFO servers, each request joins the shortest of d queues
+  drawn at random): mean time in system, in mean service times, 1/(1 - rho) for d = 1 and
+  sum_{i>=1} rho^((d^i - d)/(d - 1)) for d >= 2 (Mitzenmacher 2001; Vvedenskaya et al. 1996).
 Rates are per second, times in seconds; ca^2 and cs^2 are squared coefficients of
 variation of inter-arrival and service times.
 """
@@ -68,3 +71,26 @@ def min_servers_for_wait(arrival_rate_rps: float, service_rate_rps: float, max_w
             return c
         c += 1
     raise ValueError(f"no fleet of <= {max_servers} servers reaches a mean wait of {max_wait_s} s")
+
+
+def supermarket_time_in_system(load: float, num_choices: int) -> float:
+    """Mean time in system of the supermarket model, in mean service times (see the module docstring).
+
+    Args:
+        load: utilisation rho of each server, in [0, 1).
+        num_choices: d, the queues sampled per request (1: random routing, i.e. M/M/1 per server).
+    """
+    if not 0 <= load < 1:
+        raise ValueError(f"load must be in [0, 1), got {load}")
+    if num_choices < 1:
+        raise ValueError(f"num_choices must be >= 1, got {num_choices}")
+    if num_choices == 1:
+        return 1.0 / (1.0 - load)
+    total, i = 0.0, 1
+    while True:  # terms fall doubly exponentially: a few dozen at most
+        exponent = (num_choices ** i - num_choices) / (num_choices - 1)
+        term = load ** exponent
+        total += term
+        if term < 1e-15 or exponent > 1e6:
+            return total
+        i += 1

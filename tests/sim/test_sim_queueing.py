@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inferlab.metrics import ttft_s
+from inferlab.metrics import e2e_s, ttft_s
 from inferlab.policies.autoscale import AutoscalingConfig
+from inferlab.policies.route import power_of_two
 from inferlab.sim.cluster import ClusterConfig, simulate
 from inferlab.sim.queueing import (allen_cunneen_wait_s, erlang_c, kingman_wait_s, min_servers_for_wait,
-                                   mmc_wait_s)
+                                   mmc_wait_s, supermarket_time_in_system)
 from inferlab.sim.replica import ReplicaConfig
 from inferlab.sim.steptime import Roof, StepTimeModel
 from inferlab.traces import TraceRequest
@@ -62,3 +63,28 @@ def test_simulator_matches_erlang_c_mmc() -> None:
     assert simulated == pytest.approx(expected, rel=0.15)
     # and a fleet of 3 at the same load waits much longer (the formula's direction holds)
     assert mmc_wait_s(arrival_rate, service_rate, 3) > 3 * mmc_wait_s(arrival_rate, service_rate, 4)
+
+
+def test_supermarket_known_values() -> None:
+    assert supermarket_time_in_system(0.5, 1) == pytest.approx(2.0)  # M/M/1: 1/(1 - rho)
+    # d = 2: 1 + rho^2 + rho^6 + rho^14 + ...
+    assert supermarket_time_in_system(0.9, 2) == pytest.approx(sum(0.9 ** (2 ** i - 2) for i in range(1, 12)))
+    assert supermarket_time_in_system(0.0, 3) == pytest.approx(1.0)
+    assert supermarket_time_in_system(0.9, 3) < supermarket_time_in_system(0.9, 2) < supermarket_time_in_system(0.9, 1)
+    with pytest.raises(ValueError, match="load"):
+        supermarket_time_in_system(1.0, 2)
+
+
+def test_simulator_with_power_of_two_matches_the_supermarket_model() -> None:
+    # 40 one-at-a-time servers, exponential-ish service (geometric tokens), power-of-two routing at rho 0.8
+    num_servers, mean_tokens, rho, n = 40, 20, 0.8, 10_000
+    rng = np.random.default_rng(0)
+    arrivals = np.cumsum(rng.exponential(mean_tokens * STEP_S / (rho * num_servers), n))
+    trace = [TraceRequest(float(t), 16, int(o)) for t, o in zip(arrivals, rng.geometric(1 / mean_tokens, n))]
+    config = ClusterConfig(autoscaling=AutoscalingConfig(min_replicas=num_servers, max_replicas=num_servers,
+                                                         initial_replicas=num_servers),
+                           replica=ReplicaConfig(max_num_seqs=1), cold_start_s=0)
+    records = simulate(trace, StepTimeModel((Roof(STEP_S),), num_kv_tokens=100_000), config, router=power_of_two).records
+    measured = float(np.mean([e2e_s(r) for r in records])) / (mean_tokens * STEP_S)
+    assert measured == pytest.approx(supermarket_time_in_system(rho, 2), rel=0.1)
+    assert measured < 0.6 * supermarket_time_in_system(rho, 1)
