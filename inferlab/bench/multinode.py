@@ -7,6 +7,9 @@ reporting medians. The alpha-beta prediction uses the measured per-message laten
 all-reduce) and the link rate: TP pays 2 all-reduces per layer per step, PP one activation send per
 stage boundary plus the token sent back; each prediction adds the compute: one device's step time
 / 2 for TP (the work is split), the whole step for PP (one micro-batch: the stages take turns).
+Then a node lost under load (`inferlab.cluster.node_loss`): `inferlab route` on node 0, replicas on
+nodes 1 and 2, node 2 killed mid-stream; `node_loss_requests_lost` counts requests that ended with
+neither an answer nor an error (target 0).
 Last line JSON. Link latency cannot be shaped here (no netem): said in the output.
 """
 
@@ -40,14 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--link-gbit", type=float, nargs="*", default=None, help="shaped link rates (default 1 0.1)")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-node-loss", action="store_true", help="skip the node-loss experiment (3 nodes, router)")
     args = p.parse_args(argv)
     links = args.link_gbit if args.link_gbit is not None else ([0.1] if args.quick else [1.0, 0.1])
     rounds = args.rounds or (2 if args.quick else 3)
     one_ms = statistics.median(one_device_step_ms(args.batch_size) for _ in range(3))
     out = {"one_device_ms": round(one_ms, 3), "batch_size": args.batch_size, "links": {},
            "link_latency": "not shaped: this kernel has no netem",
-           "node_loss_requests_lost": None,
-           "node_loss": "not measured: needs the router or Ray Serve running across namespaces (not built yet)"}
+           "node_loss_requests_lost": None}
     try:
         for link in [None, *links]:
             cluster_up(ClusterConfig(num_nodes=2, link_gbit=link))
@@ -69,6 +72,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:>9}: TP {entry['tp_across_nodes_ms']:.2f} ms/step (predicted {entry['predicted_tp_across_nodes_ms']:.2f}), "
                   f"PP {entry['pp_across_nodes_ms']:.2f} ms/step (predicted {entry['predicted_pp_across_nodes_ms']:.2f}), "
                   f"alpha {entry['alpha_ms']:.3f} ms; one device {one_ms:.2f} ms", flush=True)
+        if not args.no_node_loss:
+            from inferlab.cluster.node_loss import run_node_loss
+
+            loss = run_node_loss(num_requests=60 if args.quick else 150, rate_rps=6.0, kill_after_s=4.0)
+            out["node_loss"] = loss
+            out["node_loss_requests_lost"] = loss["num_lost_silently"]
+            print(f"node lost under load: {loss['num_ok']} answered, {loss['num_errors']} failed with an error the "
+                  f"client saw (in flight on the dead node), {loss['num_lost_silently']} lost silently; ejected "
+                  f"{loss['ejected_after_s']} s after the kill", flush=True)
     except ClusterError as err:
         print(f"inferlab bench multinode: skipped: {err}", file=sys.stderr)
         print(json.dumps({"skipped": str(err)}))
