@@ -44,6 +44,7 @@ DEFAULT_TENANT = "default"
 DEFAULT_MAX_TOKENS = 16
 CHARS_PER_TOKEN = 4  # text prompts: the router does not tokenize; ~4 characters per token
 MAX_BODY_BYTES = 1 << 20
+ROUTER = web.AppKey("router", object)  # the app's `Router` (tests read its state)
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
 
 
@@ -242,16 +243,31 @@ class Router:
                         k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS})
                     resp.headers["X-Inferlab-Replica"] = replica.url
                     await resp.prepare(request)
-                    async for chunk in upstream.content.iter_any():
-                        if pending:
-                            replica.num_pending_prefill_tokens -= pending
-                            pending = 0
-                        await resp.write(chunk)
+                    try:
+                        async for chunk in upstream.content.iter_any():
+                            if pending:
+                                replica.num_pending_prefill_tokens -= pending
+                                pending = 0
+                            await resp.write(chunk)
+                    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                        # it died mid-answer: the request had started, so it is not retried
+                        self.pool.eject(replica, f"{type(exc).__name__} while answering")
+                        await self._cut(request, resp, replica.url)
                     await resp.write_eof()
                     return resp
             finally:
                 replica.num_outstanding -= 1
                 replica.num_pending_prefill_tokens -= pending
+
+    async def _cut(self, request: web.Request, resp: web.StreamResponse, url: str) -> None:
+        """End an answer its replica abandoned: an SSE error event, or a dropped connection."""
+        if resp.content_type == "text/event-stream":
+            message = f"replica {url} failed while answering; the request was cut off"
+            await resp.write(f"data: {json.dumps(error_body(502, message))}\n\n".encode())
+            return
+        resp.force_close()
+        if request.transport is not None:
+            request.transport.close()
 
     def stats_json(self) -> dict:
         return {"replicas": [r.to_dict() for r in self.pool.replicas], "num_queued": len(self.gate.queue),
@@ -280,7 +296,7 @@ async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
 def build_app(pool: ReplicaPool, config: RouterConfig) -> web.Application:
     app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY_BYTES)
     router = Router(pool, config)
-    app["router"] = router
+    app[ROUTER] = router
 
     async def on_startup(_app: web.Application) -> None:
         router.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
