@@ -95,6 +95,11 @@ def round_robin(ctx: RouteContext) -> tuple[int, dict[str, Any]]:
     return index, {**ctx.policy_state, "next": index + 1}
 
 
+def random_choice(ctx: RouteContext) -> tuple[int, dict[str, Any]]:
+    """A replica drawn uniformly at random (the supermarket model's d = 1)."""
+    return ctx.rng.randrange(len(ctx.num_outstanding)), ctx.policy_state
+
+
 def least_outstanding(ctx: RouteContext) -> tuple[int, dict[str, Any]]:
     """The replica with the fewest outstanding requests (lowest index on ties)."""
     loads = ctx.num_outstanding
@@ -228,6 +233,7 @@ prefix_load = make_prefix_load()
 
 ROUTERS: dict[str, Router] = {
     "round-robin": round_robin,
+    "random": random_choice,
     "least-outstanding": least_outstanding,
     "power-of-two": power_of_two,
     "session-affinity": session_affinity,

@@ -68,3 +68,24 @@ def min_servers_for_wait(arrival_rate_rps: float, service_rate_rps: float, max_w
             return c
         c += 1
     raise ValueError(f"no fleet of <= {max_servers} servers reaches a mean wait of {max_wait_s} s")
+
+
+def supermarket_sojourn_s(load: float, num_choices: int, num_terms: int = 200) -> float:
+    """Mean time in system of the supermarket model (Mitzenmacher 2001; Vvedenskaya et al. 1996).
+
+    n -> infinity FIFO servers with exponential service of mean 1, Poisson arrivals of rate
+    `load` per server, each joining the shortest of `num_choices` servers drawn at random:
+    T = sum_{i>=1} load^((d^i - d) / (d - 1)); d = 1 (random routing) is M/M/1: 1 / (1 - load).
+    At load 0.9: d=1 gives 10, d=2 gives 2.61.
+    """
+    if not 0 < load < 1 or num_choices < 1:
+        raise ValueError(f"need 0 < load < 1 and num_choices >= 1, got {load}, {num_choices}")
+    if num_choices == 1:
+        return 1.0 / (1.0 - load)
+    d, total = num_choices, 0.0
+    for i in range(1, num_terms + 1):
+        exponent = (d ** i - d) / (d - 1)
+        if exponent > 1e6:
+            break
+        total += load ** exponent
+    return total
