@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import random
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import aiohttp
 from aiohttp import web
@@ -332,6 +335,38 @@ def build_app(pool: ReplicaPool, config: RouterConfig) -> web.Application:
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+@contextlib.contextmanager
+def router_thread(urls: list[str], config: RouterConfig, health_interval_s: float = 1.0) -> Iterator[tuple[str, "Router"]]:
+    """A router on a free loopback port in a background thread (benchmarks, tests, notebooks).
+
+    Yields (base URL, the `Router`, whose state may be read between requests).
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    app = build_app(ReplicaPool(list(urls), health_interval_s=health_interval_s), config)
+    runner, ready = web.AppRunner(app), threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    if not ready.wait(30):
+        raise RuntimeError("the router did not start within 30 s")
+    try:
+        yield f"http://127.0.0.1:{port}", app[ROUTER]
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
 
 
 def resolve_policy(name: str) -> Router:
