@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "sim-speed": "inferlab.bench.sim_speed",
     "soak": "inferlab.bench.soak",
     "fuzz": "inferlab.bench.fuzz",
+    "routing": "inferlab.bench.routing",
 }
 
 
