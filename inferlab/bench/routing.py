@@ -142,7 +142,8 @@ def real_runs(args: argparse.Namespace) -> dict:
     cfg = PrefixWorkloadConfig(max_prompt_tokens=384, user_tokens=(48, 160), output_tokens=(8, 24))
     results: dict[str, list[dict]] = {p: [] for p in args.real_policies}
     with contextlib.ExitStack() as stack:
-        urls = [stack.enter_context(server_process(["--max-num-seqs", "8", "--max-model-len", "512"]))[0]
+        urls = [stack.enter_context(server_process(["--max-num-seqs", "8", "--max-model-len", "512",
+                                                          "--served-model-name", "tiny"]))[0]
                 for _ in range(args.num_replicas)]
         for rnd in range(args.rounds):
             order = list(args.real_policies) if rnd % 2 == 0 else list(reversed(args.real_policies))
