@@ -141,6 +141,8 @@ def real_runs(args: argparse.Namespace) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # replicas share the cores
     cfg = PrefixWorkloadConfig(max_prompt_tokens=384, user_tokens=(48, 160), output_tokens=(8, 24))
     results: dict[str, list[dict]] = {p: [] for p in args.real_policies}
+    policies = dict(route.ROUTERS)
+    policies["prefix-load"] = route.make_prefix_load(args.real_max_pending_prefill_tokens)
     with contextlib.ExitStack() as stack:
         urls = [stack.enter_context(server_process(["--max-num-seqs", "8", "--max-model-len", "512",
                                                           "--served-model-name", "tiny"]))[0]
@@ -151,7 +153,7 @@ def real_runs(args: argparse.Namespace) -> dict:
                 trace, prompts = prefix_sharing_workload(args.real_requests, args.real_rate,
                                                          np.random.default_rng(1000 * rnd + i + 7), cfg)
                 before = _hits(urls)
-                with router_thread(urls, RouterConfig(route.ROUTERS[name], seed=rnd)) as (base, _):
+                with router_thread(urls, RouterConfig(policies[name], seed=rnd)) as (base, _):
                     records, errors = asyncio.run(run_load(base, "tiny", trace, prompts, True, 300.0,
                                                            [{"X-Session-Id": r.session_key} for r in trace]))
                 num_blocks = sum(len(r.block_hashes) for r in trace)
@@ -173,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-requests", type=int, default=300)
     parser.add_argument("--real-rate", type=float, default=12.0, help="requests/s against the real fleet")
     parser.add_argument("--prefix-rate", type=float, default=190.0, help="requests/s in the simulated prefix run")
+    parser.add_argument("--real-max-pending-prefill-tokens", type=int, default=256,
+                        help="prefix-load's threshold on the real (CPU) replicas")
     parser.add_argument("--no-real", action="store_true", help="simulator only")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -251,12 +251,16 @@ class Router:
                             if pending:
                                 replica.num_pending_prefill_tokens -= pending
                                 pending = 0
-                            await resp.write(chunk)
+                            try:
+                                await resp.write(chunk)
+                            except ConnectionResetError:  # our client left: closing upstream aborts it there
+                                return resp
                     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                         # it died mid-answer: the request had started, so it is not retried
                         self.pool.eject(replica, f"{type(exc).__name__} while answering")
                         await self._cut(request, resp, replica.url)
-                    await resp.write_eof()
+                    with contextlib.suppress(ConnectionResetError):  # the client may close right after [DONE]
+                        await resp.write_eof()
                     return resp
             finally:
                 replica.num_outstanding -= 1
@@ -379,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replica", action="append", default=[], help="a replica's base URL (repeat)")
     parser.add_argument("--policy", default="least-outstanding",
                         help=f"{', '.join(routes.ROUTERS)} or module:function")
+    parser.add_argument("--max-pending-prefill-tokens", type=int, default=None,
+                        help="prefix-load: leave the warm replica past this many pending prefill tokens")
     parser.add_argument("--shaper", default="fcfs", choices=sorted(SHAPERS))
     parser.add_argument("--tenants", default=None,
                         help="known tenants and limits: 'gold:rps=10,priority=0;free:rps=1,tps=500' "
@@ -392,7 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        config = RouterConfig(resolve_policy(args.policy), SHAPERS[args.shaper],
+        policy = resolve_policy(args.policy)
+        if args.max_pending_prefill_tokens is not None:
+            if args.policy != "prefix-load":
+                raise ValueError("--max-pending-prefill-tokens applies to --policy prefix-load only")
+            policy = routes.make_prefix_load(args.max_pending_prefill_tokens)
+        config = RouterConfig(policy, SHAPERS[args.shaper],
                               parse_tenants(args.tenants) if args.tenants else None,
                               args.max_outstanding_per_replica, args.max_queue, seed=args.seed)
         pool = ReplicaPool(args.replica, health_interval_s=args.health_interval_s)
