@@ -31,23 +31,23 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import aiohttp
 from aiohttp import web
 
 from inferlab.policies import route as routes
 from inferlab.policies.route import RouteContext, Router, prompt_block_hashes
-from inferlab.policies.shape import SHAPERS, AdmitContext, Queued, ShapeContext, Shaper, TenantLimits, admit, \
-    parse_tenants
+from inferlab.policies.shape import SHAPERS, AdmitContext, Queued, Shaper, TenantLimits, admit, parse_tenants
 from inferlab.serving.openai_api import ApiError, error_body
+from inferlab.serving.gate import Gate
 from inferlab.serving.replicas import Replica, ReplicaPool
 
 DEFAULT_TENANT = "default"
 DEFAULT_MAX_TOKENS = 16
 CHARS_PER_TOKEN = 4  # text prompts: the router does not tokenize; ~4 characters per token
 MAX_BODY_BYTES = 1 << 20
-ROUTER = web.AppKey("router", object)  # the app's `Router` (tests read its state)
+ROUTER = web.AppKey("router", object)  # the app's `HttpRouter` (tests read its state)
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
 
 
@@ -89,50 +89,6 @@ def prompt_features(body: dict, block_size: int) -> tuple[int, tuple[int, ...]]:
     return max(1, len(text) // CHARS_PER_TOKEN), prompt_block_hashes(codes, block_size * CHARS_PER_TOKEN)
 
 
-class Gate:
-    """The bounded queue in front of the fleet's slots; a shaper orders it."""
-
-    def __init__(self, shaper: Shaper, capacity: Callable[[], int | None], max_queue: int) -> None:
-        self.shaper, self.capacity, self.max_queue = shaper, capacity, max_queue
-        self.num_in_flight = 0
-        self.queue: list[tuple[Queued, asyncio.Future]] = []
-        self.state: dict[str, Any] = {}
-
-    async def enter(self, item: Queued) -> None:
-        cap = self.capacity()
-        if cap is None or (not self.queue and self.num_in_flight < cap):
-            self.num_in_flight += 1
-            if cap is not None:  # the shaper sees every dispatch (VTC counts this one too)
-                _, self.state = self.shaper(ShapeContext([item], time.monotonic(), self.state))
-            return
-        if len(self.queue) >= self.max_queue:
-            raise ApiError(429, f"the router's queue is full ({self.max_queue} requests waiting)", None,
-                           {"Retry-After": "1"})
-        fut = asyncio.get_running_loop().create_future()
-        self.queue.append((item, fut))
-        try:
-            await fut
-        except asyncio.CancelledError:  # the client left while queued
-            if fut.done() and not fut.cancelled():
-                self.leave()
-            else:
-                self.queue = [(q, f) for q, f in self.queue if f is not fut]
-            raise
-
-    def leave(self) -> None:
-        self.num_in_flight -= 1
-        self.pump()
-
-    def pump(self) -> None:
-        cap = self.capacity()
-        while self.queue and (cap is None or self.num_in_flight < cap):
-            index, self.state = self.shaper(ShapeContext([q for q, _ in self.queue], time.monotonic(), self.state))
-            _, fut = self.queue.pop(index)
-            if not fut.done():
-                self.num_in_flight += 1
-                fut.set_result(None)
-
-
 @dataclass
 class Stats:
     num_requests: int = 0
@@ -144,7 +100,7 @@ class Stats:
         self.num_refused[reason] = self.num_refused.get(reason, 0) + 1
 
 
-class Router:
+class HttpRouter:
     """The router's state and request handling; `build_app` wires it into aiohttp."""
 
     def __init__(self, pool: ReplicaPool, config: RouterConfig) -> None:
@@ -302,7 +258,7 @@ async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
 
 def build_app(pool: ReplicaPool, config: RouterConfig) -> web.Application:
     app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY_BYTES)
-    router = Router(pool, config)
+    router = HttpRouter(pool, config)
     app[ROUTER] = router
 
     async def on_startup(_app: web.Application) -> None:
@@ -342,10 +298,10 @@ def build_app(pool: ReplicaPool, config: RouterConfig) -> web.Application:
 
 
 @contextlib.contextmanager
-def router_thread(urls: list[str], config: RouterConfig, health_interval_s: float = 1.0) -> Iterator[tuple[str, "Router"]]:
+def router_thread(urls: list[str], config: RouterConfig, health_interval_s: float = 1.0) -> Iterator[tuple[str, "HttpRouter"]]:
     """A router on a free loopback port in a background thread (benchmarks, tests, notebooks).
 
-    Yields (base URL, the `Router`, whose state may be read between requests).
+    Yields (base URL, the `HttpRouter`, whose state may be read between requests).
     """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
