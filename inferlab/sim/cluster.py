@@ -44,6 +44,21 @@ __all__ = ["Cluster", "ClusterConfig", "SimResult", "simulate"]
 MAX_DRAIN_S = 7 * 24 * 3600.0  # give up when the fleet cannot finish the trace within a week
 
 
+class _PendingPrefill(Sequence[int]):
+    """Per-node pending prefill tokens, computed only for the nodes a router asks about (O(queue) each)."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.nodes = nodes
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [n.replica.num_pending_prefill_tokens for n in self.nodes[index]]
+        return self.nodes[index].replica.num_pending_prefill_tokens
+
+
 class Cluster:
     """The event loop; use `simulate()`."""
 
@@ -148,7 +163,7 @@ class Cluster:
                            [n.replica.kv_utilization for n in nodes], request.num_prompt_tokens,
                            self.route_state, self.rng, request.block_hashes, request.session_key, now,
                            tuple(n.replica.replica_id for n in nodes),
-                           tuple(n.replica.num_pending_prefill_tokens for n in nodes),
+                           _PendingPrefill(nodes),
                            self.config.replica.block_size)
         index, self.route_state = self.router(ctx)
         if not 0 <= index < len(nodes):
