@@ -218,7 +218,9 @@ assert prefix_aware(_ctx([0, 5] if _j0 == 1 else [5, 0], _state, _old))[0] != _j
 # %% [markdown]
 # On the prefix-sharing workload (shared system prompts, multi-turn sessions; an infinite shared cache
 # would hit about 37% of the prompt blocks, close to the Mooncake trace's 36.6%), 4 prefill-heavy
-# replicas with prefix caches, near saturation under least-outstanding:
+# replicas with prefix caches, at 190 req/s: just past what they complete under least-outstanding
+# (~181 req/s), so the prefill that cache hits save shows in TTFT. (At 0.9 of that capacity the
+# queues are short and the two routers' mean TTFTs are close; `inferlab bench routing` shows both.)
 
 # %% tests id=test_prefix_sim points=3
 PREFIX_TRACE, _ = prefix_sharing_workload(pick(8000, 3000), 190.0, np.random.default_rng(0))
