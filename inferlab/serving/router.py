@@ -121,6 +121,9 @@ class HttpRouter:
         tenants = self.config.tenants
         if tenants is None:
             return tenant, TenantLimits()
+        if tenant not in tenants and self.config.tenant_header not in request.headers:
+            raise ApiError(403, f"missing header {self.config.tenant_header}: this router serves only the tenants "
+                                f"{', '.join(sorted(tenants))}", self.config.tenant_header)
         if tenant not in tenants:
             raise ApiError(403, f"unknown tenant {tenant!r} (header {self.config.tenant_header}); "
                                 f"known: {', '.join(sorted(tenants))}", self.config.tenant_header)

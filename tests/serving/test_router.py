@@ -113,6 +113,8 @@ def test_bad_input_gets_a_named_error_while_others_carry_on(replicas) -> None:
             assert s1 == 400 and "not valid JSON" in json.loads(t1)["error"]["message"]
             assert s2 == 403 and "mallory" in json.loads(t2)["error"]["message"]
             assert s3 == 400 and "JSON object" in t3
+            s4, t4, _ = await _post(s, base, _completion(2))
+            assert s4 == 403 and "missing header X-Tenant" in t4
             assert [r[0] for r in results[3:]] == [200] * 4
             first = await _post(s, base, _completion(5), {"X-Tenant": "slow"})
             second = await _post(s, base, _completion(6), {"X-Tenant": "slow"})
