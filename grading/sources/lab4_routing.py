@@ -413,7 +413,7 @@ if run_demo("your routers live in inferlab route"):
         urls = [stack.enter_context(server_process(["--max-num-seqs", "8", "--served-model-name", "tiny"]))[0] for _ in range(3)]
         for k, (name, router) in enumerate([("round-robin", round_robin), ("power-of-two", power_of_two),
                                             ("prefix-aware", prefix_aware)]):
-            trace, prompts = prefix_sharing_workload(pick(200, 80), 10.0, np.random.default_rng(100 + k), cfg)
+            trace, prompts = prefix_sharing_workload(pick(200, 40), 10.0, np.random.default_rng(100 + k), cfg)
             with router_thread(urls, RouterConfig(router)) as (base, state):
                 samples, done = [], threading.Event()
 
@@ -425,7 +425,12 @@ if run_demo("your routers live in inferlab route"):
 
                 thread = threading.Thread(target=sample, daemon=True)
                 thread.start()
-                records, errors = asyncio.run(run_load(base, "tiny", trace, prompts))
+                out = {}  # a notebook's kernel already runs an event loop: the client gets its own thread
+                client = threading.Thread(target=lambda: out.update(r=asyncio.run(run_load(base, "tiny", trace,
+                                                                                             prompts))))
+                client.start()
+                client.join()
+                records, errors = out["r"]
                 done.set()
                 thread.join()
             live[name], queues[name] = [ttft_s(r) for r in records], samples
