@@ -28,6 +28,17 @@ REFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
         "allocator": ("inferlab.engine.kv_cache.PagedBlockAllocator",),
         "scheduler": ("inferlab.engine.scheduler.ContinuousBatchingScheduler",),
     },
+    "lab4_routing": {
+        "power_of_two": ("inferlab.policies.route.power_of_two",),
+        "prefix_aware": (
+            "inferlab.policies.route.make_prefix_aware", "inferlab.policies.route.prefix_aware",
+            "inferlab.policies.route.make_prefix_load", "inferlab.policies.route.prefix_load",
+            "inferlab.policies.route.remember_blocks", "inferlab.policies.route.num_matched_blocks",
+        ),
+        "token_bucket": ("inferlab.policies.shape.take", "inferlab.policies.shape.refill",
+                         "inferlab.policies.shape.admit"),
+        "vtc": ("inferlab.policies.shape.make_vtc", "inferlab.policies.shape.vtc", "inferlab.policies.shape.vtc_cost"),
+    },
     "lab5_autoscaling": {
         "erlang_c": (
             "inferlab.sim.queueing.erlang_c", "inferlab.sim.queueing.mmc_wait_s",

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model": ("inferlab.model.build", "build the tiny/small random-init checkpoints"),
     "plan": ("inferlab.costmodel.plan", "choose a TP/PP layout for a model on a GPU cluster"),
     "serve": ("inferlab.serving.server", "OpenAI-compatible server for the reference engine"),
+    "route": ("inferlab.serving.router", "OpenAI-compatible router with traffic shaping in front of N replicas"),
     "loadgen": ("inferlab.serving.loadgen", "load generator for any OpenAI-compatible endpoint"),
     "bench": ("inferlab.bench.main", "benchmarks: engine, sim-fidelity, sim-speed, soak, fuzz"),
     "profile": ("inferlab.profile", "profile the real engine's step times for the simulator"),

@@ -32,11 +32,18 @@ class TraceError(ValueError):
 
 @dataclass(frozen=True)
 class TraceRequest:
-    """One request of a trace: arrival time (s from trace start) and token counts."""
+    """One request of a trace: arrival time (s from trace start) and token counts.
+
+    Optional, for routing and shaping: `block_hashes` (chained hashes of the prompt's full
+    blocks, `inferlab.policies.route.prompt_block_hashes`), `session_key`, `tenant`.
+    """
 
     arrival_time_s: float
     num_prompt_tokens: int
     num_output_tokens: int
+    block_hashes: tuple[int, ...] = ()
+    session_key: str | None = None
+    tenant: str = "default"
 
 
 def _fail(path: Path | str, line: int, field: str, detail: str) -> TraceError:

@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "fuzz": "inferlab.bench.fuzz",
     "autoscale": "inferlab.bench.autoscale",
     "multinode": "inferlab.bench.multinode",
+    "routing": "inferlab.bench.routing",
 }
 
 

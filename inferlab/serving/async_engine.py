@@ -101,7 +101,9 @@ class AsyncEngine:
                 "num_requests": c.num_requests, "num_finished": c.num_finished, "num_aborted": c.num_aborted,
                 "num_errors": c.num_errors, "num_disconnect_aborts": self.num_disconnect_aborts,
                 "num_rejected": self.num_rejected, "num_loop_failures": self.num_loop_failures,
-                "num_free_kv_blocks": self.engine.allocator.num_free_blocks(), "last_error": self.last_error}
+                "num_free_kv_blocks": self.engine.allocator.num_free_blocks(),
+                "num_prefix_hit_blocks": getattr(self.engine.allocator, "num_cache_hits", 0),
+                "last_error": self.last_error}
 
     # ---- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:

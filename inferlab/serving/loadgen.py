@@ -51,7 +51,7 @@ class Outcome:
 
 
 async def _one(session: aiohttp.ClientSession, url: str, model: str, req: TraceRequest, prompt: list[int],
-               t0: float, ignore_eos: bool) -> Outcome:
+               t0: float, ignore_eos: bool, headers: dict[str, str] | None = None) -> Outcome:
     await asyncio.sleep(max(0.0, t0 + req.arrival_time_s - time.perf_counter()))
     body = {"model": model, "prompt": prompt, "max_tokens": req.num_output_tokens, "temperature": 0.0,
             "stream": True, "stream_options": {"include_usage": True}}
@@ -61,7 +61,7 @@ async def _one(session: aiohttp.ClientSession, url: str, model: str, req: TraceR
     times: list[float] = []
     num_tokens = None
     try:
-        async with session.post(url, json=body) as resp:
+        async with session.post(url, json=body, headers=headers) as resp:
             if resp.status != 200:
                 return Outcome(None, f"HTTP {resp.status}: {(await resp.text())[:200]}")
             async for raw in resp.content:
@@ -87,14 +87,19 @@ async def _one(session: aiohttp.ClientSession, url: str, model: str, req: TraceR
 
 
 async def run_load(base_url: str, model: str, workload: list[TraceRequest], prompts: list[list[int]],
-                   ignore_eos: bool = True, timeout_s: float = 600.0) -> tuple[list[RequestRecord], list[str]]:
-    """Send every request at its arrival time (streaming); returns (records of successes, error messages)."""
+                   ignore_eos: bool = True, timeout_s: float = 600.0,
+                   headers: list[dict[str, str]] | None = None) -> tuple[list[RequestRecord], list[str]]:
+    """Send every request at its arrival time (streaming); returns (records of successes, error messages).
+
+    `headers`: per request, extra HTTP headers (e.g. a router's `X-Tenant`, `X-Session-Id`).
+    """
     url = base_url.rstrip("/") + "/v1/completions"
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
         t0 = time.perf_counter()
-        outcomes = await asyncio.gather(*(_one(session, url, model, r, p, t0, ignore_eos)
-                                          for r, p in zip(workload, prompts)))
+        outcomes = await asyncio.gather(*(_one(session, url, model, r, p, t0, ignore_eos,
+                                               headers[i] if headers else None)
+                                          for i, (r, p) in enumerate(zip(workload, prompts))))
     return [o.record for o in outcomes if o.record], [o.error for o in outcomes if o.error]
 
 

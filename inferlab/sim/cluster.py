@@ -32,6 +32,7 @@ from typing import Any, Sequence
 from inferlab.metrics import RequestRecord
 from inferlab.policies.autoscale import AutoscalingContext, Policy
 from inferlab.policies.route import RouteContext, Router, least_outstanding
+from inferlab.policies.shape import Queued, ShapeContext, Shaper
 from inferlab.policies.spot import SpotContext, SpotPolicy
 from inferlab.sim.fleet import DRAINING, POOLS, RUNNING, STARTING, ClusterConfig, Node, SimResult, bill_nodes
 from inferlab.sim.replica import Replica, SimRequest
@@ -43,12 +44,31 @@ __all__ = ["Cluster", "ClusterConfig", "SimResult", "simulate"]
 MAX_DRAIN_S = 7 * 24 * 3600.0  # give up when the fleet cannot finish the trace within a week
 
 
+class _PendingPrefill(Sequence[int]):
+    """Per-node pending prefill tokens, computed only for the nodes a router asks about (O(queue) each)."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.nodes = nodes
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [n.replica.num_pending_prefill_tokens for n in self.nodes[index]]
+        return self.nodes[index].replica.num_pending_prefill_tokens
+
+
 class Cluster:
     """The event loop; use `simulate()`."""
 
     def __init__(self, step_model: StepTimeModel, config: ClusterConfig, autoscaler: Policy,
-                 router: Router = least_outstanding, spot_policy: SpotPolicy | None = None) -> None:
+                 router: Router = least_outstanding, spot_policy: SpotPolicy | None = None,
+                 shaper: Shaper | None = None) -> None:
         self.model, self.config, self.autoscaler, self.router = step_model, config, autoscaler, router
+        self.shaper = shaper
+        self.shape_state: dict[str, Any] = {}
+        self.routed_to: dict[int, int] = {}
         self.spot_policy = spot_policy
         self.spot_state: dict[str, Any] = {}
         self.notice_times: list[float] = []
@@ -79,7 +99,7 @@ class Cluster:
         node.last_finish_s = time_s
         limit = self.config.max_ongoing_requests
         if self.pending and node.state == RUNNING and limit is not None and node.replica.num_outstanding < limit:
-            node.replica.add(self.pending.popleft())
+            self._assign(node, self._pop_pending(time_s))
 
     def _launch(self, now: float, pool: str) -> None:
         node = Node(None, pool, now)  # type: ignore[arg-type]
@@ -110,10 +130,24 @@ class Cluster:
             node = min(behind, key=lambda n: n.replica.now_s)
             replica = node.replica
             if replica.num_outstanding < limit:
-                replica.add(self.pending.popleft())
+                self._assign(node, self._pop_pending(replica.now_s))
                 continue
             until = min([now] + [n.replica.now_s for n in behind if n is not node])
             replica.advance(until if until > replica.now_s else replica.now_s + 1e-9)  # >= one step
+
+    def _pop_pending(self, now: float) -> SimRequest:
+        """The next request waiting at the cluster: the oldest, or the shaper's pick."""
+        if self.shaper is None:
+            return self.pending.popleft()
+        queue = [Queued(r.tenant, r.num_prompt_tokens, r.num_output_tokens, r.arrival_time_s) for r in self.pending]
+        index, self.shape_state = self.shaper(ShapeContext(queue, now, self.shape_state))
+        request = self.pending[index]
+        del self.pending[index]
+        return request
+
+    def _assign(self, node: Node, request: SimRequest) -> None:
+        self.routed_to[request.index] = node.replica.replica_id
+        node.replica.add(request)
 
     def _route(self, request: SimRequest, now: float) -> None:
         limit = self.config.max_ongoing_requests
@@ -121,11 +155,21 @@ class Cluster:
         if not nodes:
             self.pending.append(request)
             return
+        if self.shaper is not None:  # the shaper sees every dispatch (VTC counts this one too)
+            _, self.shape_state = self.shaper(ShapeContext(
+                [Queued(request.tenant, request.num_prompt_tokens, request.num_output_tokens, now)], now,
+                self.shape_state))
         ctx = RouteContext([n.replica.num_outstanding for n in nodes],
                            [n.replica.kv_utilization for n in nodes], request.num_prompt_tokens,
-                           self.route_state, self.rng)
+                           self.route_state, self.rng, request.block_hashes, request.session_key, now,
+                           tuple(n.replica.replica_id for n in nodes),
+                           _PendingPrefill(nodes),
+                           self.config.replica.block_size)
         index, self.route_state = self.router(ctx)
-        nodes[index].replica.add(request)
+        if not 0 <= index < len(nodes):
+            raise ValueError(f"router {getattr(self.router, '__name__', self.router)} returned index {index} "
+                             f"for {len(nodes)} replicas")
+        self._assign(nodes[index], request)
 
     def _flush_pending(self, now: float) -> None:
         for _ in range(len(self.pending)):
@@ -237,8 +281,9 @@ class Cluster:
         self.target = cfg.initial_replicas if cfg.initial_replicas is not None else cfg.min_replicas
         self._reconcile(-self.config.cold_start_s)  # the initial fleet is warm at t=0
         horizon = (trace[-1].arrival_time_s if trace else 0.0) + MAX_DRAIN_S
-        requests = [SimRequest(i, r.arrival_time_s, r.num_prompt_tokens, r.num_output_tokens)
-                    for i, r in enumerate(trace)]
+        requests = [SimRequest(i, r.arrival_time_s, r.num_prompt_tokens, r.num_output_tokens,
+                               getattr(r, "block_hashes", ()), getattr(r, "session_key", None),
+                               getattr(r, "tenant", "default")) for i, r in enumerate(trace)]
         self._push(0.0, "tick")
         index, num = 0, len(requests)
         while True:
@@ -267,13 +312,15 @@ class Cluster:
                    for r, t in sorted(self.done, key=lambda d: d[0].index)]
         end = max([t for _, t in self.done] + [trace[-1].arrival_time_s if trace else 0.0])
         gpu_hours, cost = bill_nodes(self.nodes, end, self.config)
+        num_blocks = sum(n.replica.num_prompt_blocks for n in self.nodes)
+        hit_rate = sum(n.replica.num_hit_blocks for n in self.nodes) / num_blocks if num_blocks else math.nan
         return SimResult(records, self.timeline, gpu_hours, cost, self.num_scale_actions, self.num_preemptions,
-                         self.num_requeued, end)
+                         self.num_requeued, end, hit_rate, [self.routed_to.get(i, -1) for i in range(len(trace))])
 
 
 def simulate(trace: Sequence[TraceRequest], step_model: StepTimeModel, config: ClusterConfig | None = None,
              autoscaler: Policy | None = None, router: Router = least_outstanding,
-             spot_policy: SpotPolicy | None = None) -> SimResult:
+             spot_policy: SpotPolicy | None = None, shaper: Shaper | None = None) -> SimResult:
     """Run `trace` through a simulated fleet; see the module docstring.
 
     Args:
@@ -284,6 +331,8 @@ def simulate(trace: Sequence[TraceRequest], step_model: StepTimeModel, config: C
         router: `router(ctx) -> (index, state)`; default least-outstanding.
         spot_policy: `spot_policy(ctx) -> (num_spot_replicas, state)`, asked at each launch
             (`inferlab.policies.spot`); default: `config.spot_fraction` of the fleet.
+        shaper: `shaper(ctx) -> (position, state)` picks which request waiting at the cluster goes
+            next (`inferlab.policies.shape`; needs `max_ongoing_requests`); default: FCFS.
     Returns:
         `SimResult` with one `RequestRecord` per trace request, in trace order.
     """
@@ -295,4 +344,4 @@ def simulate(trace: Sequence[TraceRequest], step_model: StepTimeModel, config: C
     if autoscaler is None:
         def autoscaler(ctx: Any) -> tuple[int, dict[str, Any]]:
             return ctx.target_num_replicas, ctx.policy_state
-    return Cluster(step_model, config, autoscaler, router, spot_policy).run(trace)
+    return Cluster(step_model, config, autoscaler, router, spot_policy, shaper).run(trace)

@@ -92,6 +92,8 @@ class SimResult:
     num_preemptions: int
     num_requeued: int
     end_time_s: float
+    prefix_hit_rate: float = math.nan  # prompt blocks found in a replica's prefix cache / prompt blocks
+    routed_to: list[int] = field(default_factory=list)  # per request (trace order), the replica that ran it
 
     @property
     def total_gpu_hours(self) -> float:

@@ -41,11 +41,7 @@ AUTOSCALERS: dict[str, Callable[..., Any]] = {
     "slo": slo_aware.slo_aware_policy,
 }
 PLANNED = ("static", "oracle")  # built from the oracle plan
-ROUTERS: dict[str, Callable[..., Any]] = {
-    "round-robin": route.round_robin,
-    "least-outstanding": route.least_outstanding,
-    "power-of-two": route.power_of_two,
-}
+ROUTERS: dict[str, Callable[..., Any]] = dict(route.ROUTERS)
 SPOT_PRICE_RATIO = 0.35  # assumed: spot GPUs list at roughly 60-70% below on-demand
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -39,8 +39,12 @@ class ReplicaConfig:
 
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
+    num_prefix_cache_blocks: int = 0  # prefix cache (LRU of prompt blocks); 0: none
+    block_size: int = 16
 
     def __post_init__(self) -> None:
+        if self.num_prefix_cache_blocks < 0 or self.block_size < 1:
+            raise ValueError("ReplicaConfig.num_prefix_cache_blocks must be >= 0 and block_size >= 1")
         if self.max_num_seqs < 1:
             raise ValueError(f"ReplicaConfig.max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_num_batched_tokens < 1:
@@ -51,9 +55,11 @@ class SimRequest:
     """A request inside the simulator (mutable, slotted for speed)."""
 
     __slots__ = ("index", "arrival_time_s", "num_prompt_tokens", "num_output_tokens",
-                 "num_prefilled", "first_token_time_s", "finish_step", "num_requeues", "context_key")
+                 "num_prefilled", "first_token_time_s", "finish_step", "num_requeues", "context_key",
+                 "block_hashes", "session_key", "tenant", "num_cached_tokens")
 
-    def __init__(self, index: int, arrival_time_s: float, num_prompt_tokens: int, num_output_tokens: int) -> None:
+    def __init__(self, index: int, arrival_time_s: float, num_prompt_tokens: int, num_output_tokens: int,
+                 block_hashes: tuple[int, ...] = (), session_key: str | None = None, tenant: str = "default") -> None:
         self.index = index
         self.arrival_time_s = arrival_time_s
         self.num_prompt_tokens = num_prompt_tokens
@@ -63,10 +69,12 @@ class SimRequest:
         self.finish_step = 0
         self.num_requeues = 0
         self.context_key = 0  # context length while decoding = context_key + the replica's decode-step count
+        self.block_hashes, self.session_key, self.tenant = block_hashes, session_key, tenant
+        self.num_cached_tokens = 0  # prompt tokens found in the replica's prefix cache at admission
 
     def reset(self) -> None:
         """Forget progress (its replica went away): it starts over elsewhere."""
-        self.num_prefilled = 0
+        self.num_prefilled = self.num_cached_tokens = 0
         self.first_token_time_s = math.nan
         self.num_requeues += 1
 
@@ -95,6 +103,8 @@ class Replica:
         self.num_steps = 0
         self.busy_s = 0.0  # time spent in steps
         self.budget_busy_s = 0.0  # time spent in steps, weighted by the share of the token budget used
+        self.prefix_cache: OrderedDict[int, None] = OrderedDict()  # block hash -> None, least recent first
+        self.num_prompt_blocks = self.num_hit_blocks = 0
 
     # ------------------------------------------------------------------ views
     @property
@@ -108,6 +118,12 @@ class Replica:
     @property
     def num_waiting_for_first_token(self) -> int:
         return len(self.waiting) + len(self.prefilling)
+
+    @property
+    def num_pending_prefill_tokens(self) -> int:
+        """Prompt tokens queued here whose prefill has not run (cached blocks excluded once admitted)."""
+        return sum(r.num_prompt_tokens - r.num_prefilled for r in self.waiting) + \
+            sum(r.num_prompt_tokens - r.num_prefilled for r in self.prefilling)
 
     @property
     def kv_utilization(self) -> float:
@@ -145,7 +161,26 @@ class Replica:
                 break
             waiting.popleft()
             self.num_kv_reserved += need
+            if self.config.num_prefix_cache_blocks and request.block_hashes:
+                self._match_prefix(request)
             prefilling.append(request)
+
+    def _match_prefix(self, request: SimRequest) -> None:
+        """Skip the prompt's leading blocks found in the cache (never its last token), then remember them all."""
+        cache, hashes = self.prefix_cache, request.block_hashes
+        num = 0
+        while num < len(hashes) and hashes[num] in cache:
+            num += 1
+        cached = min(num * self.config.block_size, request.num_prompt_tokens - 1)
+        request.num_cached_tokens = request.num_prefilled = cached
+        self.num_kv_tokens += cached
+        self.num_prompt_blocks += len(hashes)
+        self.num_hit_blocks += num
+        for h in hashes:
+            cache[h] = None
+            cache.move_to_end(h)
+        while len(cache) > self.config.num_prefix_cache_blocks:
+            cache.popitem(last=False)
 
     def _kv_input(self) -> int:
         """The step-time model's K/V input for the next step (see the module docstring)."""

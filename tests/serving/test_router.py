@@ -1,0 +1,210 @@
+"""`inferlab route` in front of real `inferlab serve` replica processes (tiny model).
+
+One module-scoped set of replicas; each test runs its own router (in a thread) over them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import threading
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from inferlab.bench.serverproc import server_process
+from inferlab.policies.route import make_prefix_aware, round_robin, session_affinity
+from inferlab.policies.shape import SHAPERS, parse_tenants
+from inferlab.serving.replicas import ReplicaPool
+from inferlab.serving.router import ROUTER, RouterConfig, build_app
+
+pytestmark = pytest.mark.slow
+REPLICA_ARGS = ["--max-num-seqs", "4", "--num-kv-blocks", "128", "--max-model-len", "256"]
+
+
+@pytest.fixture(scope="module")
+def replicas():
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(server_process(REPLICA_ARGS))[0] for _ in range(2)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def router(urls, config: RouterConfig, health_interval_s: float = 0.5):
+    """A router on a free port in a thread; yields (base URL, app)."""
+    port, loop = _free_port(), asyncio.new_event_loop()
+    app = build_app(ReplicaPool(list(urls), health_interval_s=health_interval_s), config)
+    runner, ready = web.AppRunner(app), threading.Event()
+
+    def run():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+async def _post(session, url, body, headers=None, raw: bytes | None = None):
+    kw = {"data": raw} if raw is not None else {"json": body}
+    try:
+        async with session.post(url + "/v1/completions", headers=headers or {}, **kw) as r:
+            text = await r.text()
+            return r.status, text, r.headers
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return 0, f"{type(exc).__name__}: {exc}", {}
+
+
+def _completion(i: int, stream: bool = False, max_tokens: int = 4) -> dict:
+    return {"prompt": [(7 * i + k) % 200 for k in range(20)], "max_tokens": max_tokens, "temperature": 0.0,
+            "stream": stream, "ignore_eos": True}
+
+
+def test_pass_through_plain_and_streamed(replicas) -> None:
+    async def go(base):
+        async with aiohttp.ClientSession() as s:
+            direct = json.loads((await _post(s, replicas[0], _completion(1)))[1])
+            status, text, _ = await _post(s, base, _completion(1))
+            assert status == 200
+            assert json.loads(text)["choices"][0]["token_ids"] == direct["choices"][0]["token_ids"]
+            status, text, headers = await _post(s, base, _completion(1, stream=True))
+            assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+            events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+            assert events[-1] == "[DONE]"
+            ids = [t for e in events[:-1] for t in json.loads(e)["choices"][0]["token_ids"]]
+            assert ids == direct["choices"][0]["token_ids"]
+            async with s.get(base + "/v1/models") as r:
+                assert r.status == 200 and (await r.json())["data"]
+
+    with router(replicas, RouterConfig(round_robin)) as (base, _):
+        asyncio.run(go(base))
+
+
+def test_bad_input_gets_a_named_error_while_others_carry_on(replicas) -> None:
+    tenants = parse_tenants("a:rps=100;slow:rps=1,burst=1")
+
+    async def go(base):
+        async with aiohttp.ClientSession() as s:
+            results = await asyncio.gather(
+                _post(s, base, None, {"X-Tenant": "a"}, raw=b'{"prompt": [1, 2'),
+                _post(s, base, _completion(2), {"X-Tenant": "mallory"}),
+                _post(s, base, None, {"X-Tenant": "a"}, raw=b"[1, 2]"),
+                *(_post(s, base, _completion(i), {"X-Tenant": "a"}) for i in range(4)))
+            (s1, t1, _), (s2, t2, _), (s3, t3, _) = results[:3]
+            assert s1 == 400 and "not valid JSON" in json.loads(t1)["error"]["message"]
+            assert s2 == 403 and "mallory" in json.loads(t2)["error"]["message"]
+            assert s3 == 400 and "JSON object" in t3
+            s4, t4, _ = await _post(s, base, _completion(2))
+            assert s4 == 403 and "missing header X-Tenant" in t4
+            assert [r[0] for r in results[3:]] == [200] * 4
+            first = await _post(s, base, _completion(5), {"X-Tenant": "slow"})
+            second = await _post(s, base, _completion(6), {"X-Tenant": "slow"})
+            assert first[0] == 200 and second[0] == 429 and int(second[2]["Retry-After"]) >= 1
+            assert "slow" in json.loads(second[1])["error"]["message"]
+
+    with router(replicas, RouterConfig(round_robin, tenants=tenants)) as (base, _):
+        asyncio.run(go(base))
+
+
+def test_no_healthy_replica_is_a_503_naming_it() -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"
+
+    async def go(base):
+        async with aiohttp.ClientSession() as s:
+            status, text, _ = await _post(s, base, _completion(0))
+            assert status == 503 and dead in json.loads(text)["error"]["message"]
+            async with s.get(base + "/health") as r:
+                assert r.status == 503
+
+    with router([dead], RouterConfig()) as (base, _):
+        asyncio.run(go(base))
+
+
+def test_prefix_and_session_routing_stick(replicas) -> None:
+    async def go(base, header):
+        async with aiohttp.ClientSession() as s:
+            seen = []
+            for i in range(6):
+                body = _completion(0) if header is None else _completion(i)
+                status, _, headers = await _post(s, base, body, {} if header is None else {"X-Session-Id": header})
+                assert status == 200
+                seen.append(headers["X-Inferlab-Replica"])
+            return seen
+
+    with router(replicas, RouterConfig(make_prefix_aware())) as (base, _):
+        assert len(set(asyncio.run(go(base, None)))) == 1  # same prompt, same warm replica
+    with router(replicas, RouterConfig(session_affinity)) as (base, _):
+        assert len(set(asyncio.run(go(base, "user-42")))) == 1
+
+
+def test_vtc_serves_a_light_tenant_ahead_of_a_flood(replicas) -> None:
+    config = RouterConfig(round_robin, SHAPERS["vtc"], max_outstanding_per_replica=1)
+
+    async def go(base):
+        done: list[str] = []
+
+        async def one(tenant, i, delay):
+            await asyncio.sleep(delay)
+            status, _, _ = await _post(s, base, _completion(i, max_tokens=48), {"X-Tenant": tenant})
+            assert status == 200
+            done.append(tenant)
+
+        async with aiohttp.ClientSession() as s:
+            await asyncio.gather(*(one("heavy", i, 0.0) for i in range(12)), one("light", 99, 0.2))
+        return done
+
+    with router(replicas, config) as (base, app):
+        done = asyncio.run(go(base))
+        assert app[ROUTER].stats_json()["num_queued"] == 0
+    assert done.index("light") < 6  # FCFS would finish it last (13th)
+
+
+def test_killed_replica_is_ejected_and_unstarted_requests_are_not_lost(replicas) -> None:
+    with server_process(REPLICA_ARGS) as (victim, proc):
+        urls = [*replicas, victim]
+
+        async def go(base, app):
+            async def one(i):
+                await asyncio.sleep(0.1 * i)
+                return await _post(s, base, _completion(i, stream=True, max_tokens=96))
+
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+                tasks = [asyncio.ensure_future(one(i)) for i in range(40)]
+                await asyncio.sleep(1.5)
+                on_victim = next(r for r in app[ROUTER].pool.replicas if r.url == victim).num_outstanding
+                proc.send_signal(signal.SIGKILL)
+                killed_at = time.monotonic()
+                results = await asyncio.gather(*tasks)
+            return results, on_victim, killed_at
+
+        with router(urls, RouterConfig(round_robin), health_interval_s=0.5) as (base, app):
+            results, on_victim, killed_at = asyncio.run(go(base, app))
+            stats = app[ROUTER].stats_json()
+            state = next(r for r in app[ROUTER].pool.replicas if r.url == victim)
+            assert not state.is_healthy and state.ejected_at_s - killed_at < 5.0
+    # a request cut off mid-stream on the victim ends without [DONE]; every other one completes
+    complete = [r for r in results if r[0] == 200 and r[1].rstrip().endswith("data: [DONE]")]
+    print(f"killed with {on_victim} on the victim: {len(results) - len(complete)} cut, "
+          f"{stats['num_retries']} retried, victim: {stats['replicas'][2]}")
+    assert len(results) - len(complete) <= on_victim
+    assert len(complete) >= 40 - on_victim
+    assert all("cut off" in r[1] for r in results if r not in complete)  # told, not left hanging
