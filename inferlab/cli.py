@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("inferlab.profile", "profile the real engine's step times for the simulator"),
     "simulate": ("inferlab.sim.main", "simulate a fleet on a trace with an autoscaler and router"),
     "grade": ("inferlab.grade.batch", "autograde a class in parallel, one sandbox per submission"),
+    "chaos": ("inferlab.observe.chaos.toolkit", "run a Chaos Toolkit experiment on a local stack (kill, pause, ...)"),
 }
 
 
