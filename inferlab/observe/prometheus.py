@@ -193,3 +193,36 @@ def promtool_test_rules(rules: str, tests: str, timeout_s: float = 60.0) -> tupl
         out = subprocess.run([binary, "test", "rules", "tests.yml"], cwd=tmp, capture_output=True, text=True,
                              timeout=timeout_s)
     return out.returncode == 0, out.stdout + out.stderr
+
+
+def rule_file(records: dict[str, str] | None = None, alerts: dict[str, tuple[str, dict]] | None = None) -> str:
+    """A rule file: recording rules {name: expr} and alerts {name: (expr, labels)}, one group each."""
+    groups = []
+    if records:
+        groups.append({"name": "records", "rules": [{"record": k, "expr": v} for k, v in records.items()]})
+    if alerts:
+        groups.append({"name": "alerts", "rules": [{"alert": k, "expr": e, "labels": dict(lab)}
+                                                   for k, (e, lab) in alerts.items()]})
+    return yaml.safe_dump({"groups": groups}, sort_keys=False)
+
+
+def unit_test(series: dict[str, str], exprs: list[tuple[str, str, list[tuple[str, float]]]] = (),
+              alerts: list[tuple[str, str, list[dict]]] = (), interval: str = "1m") -> str:
+    """A promtool test file for `promtool_test_rules`: one case.
+
+    Args:
+        series: input series ('name{labels}') -> promtool values notation ('0+80x70').
+        exprs: (PromQL, eval time, [(labels '{...}', value)]) checks.
+        alerts: (alert name, eval time, [expected labels of each firing alert]) checks.
+    """
+    case = {"interval": interval, "input_series": [{"series": k, "values": v} for k, v in series.items()]}
+    if exprs:
+        case["promql_expr_test"] = [{"expr": e, "eval_time": t, "exp_samples": [{"labels": lab, "value": v}
+                                                                                 for lab, v in samples]}
+                                    for e, t, samples in exprs]
+    if alerts:
+        case["alert_rule_test"] = [{"alertname": n, "eval_time": t, "exp_alerts": [{"exp_labels": lab}
+                                                                                  for lab in labels]}
+                                   for n, t, labels in alerts]
+    return yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": interval, "tests": [case]},
+                          sort_keys=False)
