@@ -119,13 +119,13 @@ def stack_config(experiment: dict) -> StackConfig:
     return StackConfig(**given)
 
 
-def run_experiment(path: str | Path, warmup_s: float = 8.0, recovery_s: float = 10.0,
+def run_experiment(experiment: str | Path | dict, warmup_s: float = 8.0, recovery_s: float = 10.0,
                    journal_path: str | Path | None = None) -> dict:
-    """Run one experiment on a fresh stack; returns the report (see the module docstring)."""
+    """Run one experiment (a path, a shipped name, or a loaded dict) on a fresh stack; returns the report."""
     global _STACK
     from chaoslib.experiment import run_experiment as chaos_run
 
-    experiment = load(path)
+    experiment = experiment if isinstance(experiment, dict) else load(experiment)
     config = stack_config(experiment)
     stack = Stack(config).start()
     _STACK = stack
