@@ -149,8 +149,9 @@ def _report(experiment: dict, journal: dict, stack: Stack, recovery_s: float) ->
     fault_end = faults[-1] if len(faults) > 1 else time.time() - recovery_s
     now = time.time()
     load = stack.load
-    windows = {"before": load.window(fault_start - 5, fault_start),
-               "during": load.window(fault_start, fault_end),
+    # a request in flight when the fault hit (started up to 1 s before) counts as "during"
+    windows = {"before": load.window(fault_start - 6, fault_start - 1),
+               "during": load.window(fault_start - 1, fault_end),
                "after": load.window(fault_end + 2, now)}
     alerts = _alert_times(stack, started, now, fault_start)
     states = journal.get("steady_states") or {}
@@ -162,7 +163,7 @@ def _report(experiment: dict, journal: dict, stack: Stack, recovery_s: float) ->
         "fault_s": round(fault_end - fault_start, 1),
         "slis": windows,
         "alerts": alerts,
-        "num_requests_lost": load.window(fault_start, now)["num_failed"],
+        "num_requests_lost": load.window(fault_start - 1, now)["num_failed"],
         "events": [(round(t - fault_start, 1), what) for t, what in stack.events],
         "series": _series(stack, started, now),
     }
