@@ -49,7 +49,7 @@ REFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
                      "inferlab.observe.slo.rules_yaml"),
         "alerts": ("inferlab.observe.slo.burn_rate_expr", "inferlab.observe.slo.alert_rules",
                    "inferlab.observe.slo.rule_groups", "inferlab.observe.slo.rules_yaml"),
-        "diagnose": ("inferlab.observe.incidents.reference_diagnose",),
+        "diagnose": ("inferlab.observe.snapshots.reference_diagnose",),
     },
 }
 

@@ -30,7 +30,7 @@ import yaml
 from inferlab.notebook import banner, pick, run_demo
 from inferlab.observe import slo
 from inferlab.observe.incident import template, validate_backlog
-from inferlab.observe.incidents import FAULTS, Diagnosis, MetricSnapshot, synthesize
+from inferlab.observe.snapshots import FAULTS, Diagnosis, MetricSnapshot, synthesize
 from inferlab.observe.prometheus import PrometheusMissing, promtool_test_rules, require, rule_file, unit_test
 from inferlab.observe.slo import record_name
 
@@ -300,7 +300,7 @@ plot_snapshot(synthesize("network_drop", 2, 80.0, seed=7))
 # **Exercise 4.** Write `diagnose(snap)`: which fault (one of `FAULTS`), which replica (an index, or None
 # for a burst) and when it began (seconds, graded within 30 s). Check the most specific signs first.
 #
-# *What you may use:* numpy. `inferlab.observe.incidents.reference_diagnose` scores zero here.
+# *What you may use:* numpy. `inferlab.observe.snapshots.reference_diagnose` scores zero here.
 
 # %% solution id=diagnose
 def diagnose(snap: MetricSnapshot) -> Diagnosis:

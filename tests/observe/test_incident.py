@@ -2,7 +2,7 @@
 
 import pytest
 
-from inferlab.observe import incident, incidents
+from inferlab.observe import incident, snapshots as incidents
 
 
 def test_the_template_backlog_is_valid_and_problems_are_named():
