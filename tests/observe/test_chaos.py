@@ -38,7 +38,10 @@ def test_proxy_latency_and_drops():
             data, elapsed = await roundtrip()
             assert data == b"ping" and elapsed >= 0.3
             proxy.set(drop_ratio=1.0)
-            assert (await roundtrip())[0] == b""  # reset at once
+            try:  # reset at once: an empty read or a reset error, whichever the client sees first
+                assert (await roundtrip())[0] == b""
+            except ConnectionResetError:
+                pass
             assert proxy.num_dropped == 1
             with pytest.raises(ValueError, match="drop_ratio"):
                 proxy.set(drop_ratio=2)
