@@ -43,6 +43,12 @@ DEV_MUTANTS = [
            new='return Diagnosis("replica_down", r, float(t[np.argmax(down[r])]))', must_lose=("test_diagnose_fault",)),
     Mutant(name="latency-blamed-on-server", cell="diagnose", old='gap = s["client_ttft_p99_s"] - s["ttft_p99_s"]',
            new='gap = s["ttft_p99_s"]', must_lose=("test_diagnose_replica",)),
+    # one observation per token instead of per request
+    Mutant(name="prompt-tokens-per-token", cell="instrument", old="        if out.is_finished:\n            self.histogram.observe",
+           new="        if True:\n            self.histogram.observe", must_lose=("test_instrument",)),
+    # Prometheus's default buckets (0.005 .. 10 s): no use for token counts, and not vLLM's
+    Mutant(name="prompt-tokens-default-buckets", cell="instrument", old="buckets=buckets, registry=registry",
+           new="registry=registry", must_lose=("test_instrument",)),
     Mutant(name="start-at-the-end", cell="diagnose", old="float(t[np.argmax(down[r])])",
            new="float(t[len(t) - 1 - np.argmax(down[r][::-1])])", must_lose=("test_diagnose_start",)),
 ]

@@ -16,13 +16,15 @@
 # | Prerequisites | Lab 0 (TTFT, TPOT, goodput); the lecture on observability (1 h): SLIs, SLOs, error budgets, burn rates |
 # | Hardware tier | **CPU** (any laptop). Needs Debian's `prometheus` package (`promtool`; `make install` installs it as root) |
 # | Time | ~1 min in fast mode, ~2 min in full mode (the live chaos demo adds ~1-1.5 min), plus reading and writing (lab 2 h) |
-# | Graded (19 points automatically, 7 by hand) | TTFT SLI (3), p99 TTFT (2), page alert (3), ticket alert (2); diagnosis: fault (3), replica (2), start (2); remediation backlog schema (2); by hand: playbook entry (3), postmortem (4) |
+# | Graded (21 points automatically, 7 by hand) | TTFT SLI (3), p99 TTFT (2), page alert (3), ticket alert (2); a missing metric instrumented (2); diagnosis: fault (3), replica (2), start (2); remediation backlog schema (2); by hand: playbook entry (3), postmortem (4) |
 #
 # The PromQL exercises are graded by `promtool test rules` on input series you do not see (several
 # replicas, fast and slow burns, short spikes). The diagnosis is graded on hidden incidents. The live
 # stack demo (section 4) is not graded and is skipped while autograding.
 
 # %%
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import yaml
@@ -262,6 +264,130 @@ plt.show()
 print(f"peak burn rate {np.nanmax(_burn):.0f}x, SLI min {np.nanmin(_availability):.2f}")
 
 # %% [markdown]
+# ### Instrument a missing metric
+#
+# The kit's server exports the metrics of `inferlab.observe.exposition.EngineMetrics`, an
+# `EngineObserver`: the engine loop calls `on_output(req, out)` for every token and for the finish of
+# each request (`out.is_finished`), and `on_step(engine)` after every step. One vLLM metric is missing:
+# the histogram of prompt lengths, `vllm:request_prompt_tokens`. Worked example: an observer counting
+# finished requests by finish reason, in the registry it is given.
+
+# %%
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from inferlab.engine import EngineConfig, LLMEngine
+from inferlab.model import build_model
+from inferlab.observe.exposition import observe_offline
+
+
+class FinishedCounter:
+    """Counts finished requests per finish reason (an EngineObserver)."""
+
+    def __init__(self, model_name: str, registry: CollectorRegistry) -> None:
+        self.counter = Counter("inferlab_finished", "Finished requests.", ("model_name", "finished_reason"),
+                               registry=registry)
+        self.model_name = model_name
+
+    def on_output(self, req, out) -> None:
+        if out.is_finished:
+            self.counter.labels(self.model_name, out.finish_reason.value).inc()
+
+    def on_step(self, engine) -> None:
+        pass
+
+
+_registry = CollectorRegistry()
+observe_offline(LLMEngine(build_model("tiny"), EngineConfig(num_kv_blocks=128)), (FinishedCounter("tiny", _registry),),
+                [[1, 2, 3], [4, 5]])
+print(generate_latest(_registry).decode())
+
+# %% [markdown]
+# **Exercise 4.** Write `PromptTokensMetric`, an observer exporting vLLM's
+# `vllm:request_prompt_tokens`: a histogram with labels `model_name` and `engine` (always "0"), one
+# observation per **request** (its prompt length in tokens, when it finishes), with vLLM's buckets for
+# request token counts: the 1-2-5 series up to `max_model_len` (1, 2, 5, 10, 20, 50, ... <= max_model_len).
+#
+# *What you may use:* `prometheus_client`.
+
+# %% solution id=instrument
+class PromptTokensMetric:
+    """`vllm:request_prompt_tokens` (an EngineObserver registering in `registry`)."""
+
+    def __init__(self, model_name: str, registry: CollectorRegistry, max_model_len: int = 1024) -> None:
+        ### BEGIN SOLUTION
+        buckets = [m * 10 ** e for e in range(12) for m in (1, 2, 5) if m * 10 ** e <= max_model_len]
+        self.histogram = Histogram("vllm:request_prompt_tokens", "Number of prefill tokens processed.",
+                                   ("model_name", "engine"), buckets=buckets, registry=registry).labels(model_name, "0")
+        ### END SOLUTION
+
+    def on_output(self, req, out) -> None:
+        ### BEGIN SOLUTION
+        if out.is_finished:
+            self.histogram.observe(req.num_prompt_tokens)
+        ### END SOLUTION
+
+    def on_step(self, engine) -> None:
+        pass
+
+# %% tests id=test_instrument points=2
+def _prompt_histogram(prompts, max_model_len=1024):
+    registry = CollectorRegistry()
+    engine = LLMEngine(build_model("tiny"), EngineConfig(num_kv_blocks=128, max_model_len=max_model_len))
+    observe_offline(engine, (PromptTokensMetric("tiny", registry, max_model_len),), prompts)
+    fams = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    assert "vllm:request_prompt_tokens" in fams, f"no vllm:request_prompt_tokens family (found {sorted(fams)})"
+    fam = fams["vllm:request_prompt_tokens"]
+    assert fam.type == "histogram", f"vllm:request_prompt_tokens must be a histogram, is a {fam.type}"
+    samples = {(s.name, s.labels.get("le")): s for s in fam.samples}
+    assert all(s.labels.get("model_name") == "tiny" and s.labels.get("engine") == "0" for s in fam.samples), \
+        "labels must be model_name and engine"
+    return samples
+
+
+_h = _prompt_histogram([[1, 2, 3], list(range(1, 40)), [5] * 7])
+assert _h[("vllm:request_prompt_tokens_count", None)].value == 3, "one observation per request"
+assert _h[("vllm:request_prompt_tokens_sum", None)].value == 49, "observe each request's prompt length"
+assert _h[("vllm:request_prompt_tokens_bucket", "5.0")].value == 1 and _h[("vllm:request_prompt_tokens_bucket", "50.0")].value == 3
+assert sorted(float(le) for n, le in _h if le) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, math.inf], "vLLM's buckets"
+### BEGIN HIDDEN TESTS
+_h = _prompt_histogram([[7] * 300, [1], [2] * 12, [3] * 120], max_model_len=512)
+assert sorted(float(le) for n, le in _h if le) == [1, 2, 5, 10, 20, 50, 100, 200, 500, math.inf], "buckets for another max_model_len"
+assert _h[("vllm:request_prompt_tokens_count", None)].value == 4 and _h[("vllm:request_prompt_tokens_sum", None)].value == 433, \
+    "another workload (hidden)"
+assert _h[("vllm:request_prompt_tokens_bucket", "100.0")].value == 2, "another workload (hidden)"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Check it in Prometheus (not graded; skipped while autograding): your observer joins the server's own
+# metrics (`build_app(..., metrics=m, observers=(yours,))`, registered in `m.registry`), the server runs
+# in this kernel, a real Prometheus scrapes it, and PromQL reads your histogram back.
+
+# %%
+if run_demo("your metric, scraped by a real Prometheus (~20 s)"):
+    import json
+    import time
+    import urllib.request
+
+    from inferlab.model import ensure_checkpoint
+    from inferlab.observe.exposition import EngineMetrics
+    from inferlab.observe.prometheus import PrometheusServer
+    from inferlab.serving.server import build_app, serve_in_thread
+
+    _metrics = EngineMetrics("tiny")
+    _app = build_app(LLMEngine.from_checkpoint(ensure_checkpoint("tiny"), EngineConfig(num_kv_blocks=128)), "tiny",
+                     metrics=_metrics, observers=(PromptTokensMetric("tiny", _metrics.registry),))
+    with serve_in_thread(_app) as base, PrometheusServer([base.removeprefix("http://")], scrape_interval_s=0.5) as prom:
+        for n in (4, 40, 400):
+            body = json.dumps({"model": "tiny", "prompt": list(range(1, n + 1)), "max_tokens": 2}).encode()
+            urllib.request.urlopen(urllib.request.Request(base + "/v1/completions", body,
+                                                          {"Content-Type": "application/json"})).read()
+        time.sleep(2)
+        for q in ("vllm:request_prompt_tokens_count", "vllm:request_prompt_tokens_sum",
+                  "histogram_quantile(0.5, sum by (le) (vllm:request_prompt_tokens_bucket))"):
+            print(q, "=", [s.value for s in prom.query(q)])
+
+# %% [markdown]
 # ## 3. Diagnose injected faults from metric snapshots
 #
 # A `MetricSnapshot` is what you would export from Prometheus during an incident: per replica, one
@@ -297,7 +423,7 @@ def plot_snapshot(snap: MetricSnapshot, names=("up", "client_error_ratio", "clie
 plot_snapshot(synthesize("network_drop", 2, 80.0, seed=7))
 
 # %% [markdown]
-# **Exercise 4.** Write `diagnose(snap)`: which fault (one of `FAULTS`), which replica (an index, or None
+# **Exercise 5.** Write `diagnose(snap)`: which fault (one of `FAULTS`), which replica (an index, or None
 # for a burst) and when it began (seconds, graded within 30 s). Check the most specific signs first.
 #
 # *What you may use:* numpy. `inferlab.observe.snapshots.reference_diagnose` scores zero here.
@@ -399,7 +525,7 @@ if run_demo("a Chaos Toolkit experiment on a live stack: kill a replica (~1 min)
 # %% [markdown]
 # ## 5. Incident response
 #
-# **Exercise 5 (auto-checked).** Write the remediation backlog of the incidents above as YAML: at least
+# **Exercise 6 (auto-checked).** Write the remediation backlog of the incidents above as YAML: at least
 # three items, at least two different linked alerts or SLIs, at least one of priority P0 or P1. The
 # schema (`inferlab.observe.incident.BACKLOG_SCHEMA`): `item` (at least 10 characters), `owner_role`
 # (one of incident_commander, operations, communications, scribe, service_owner, platform), `priority`
@@ -442,7 +568,7 @@ assert len({i["linked"] for i in _items}) >= 2, "at least two different linked a
 assert any(i["priority"] in ("P0", "P1") for i in _items), "at least one P0 or P1 item"
 
 # %% [markdown]
-# **Exercise 6 (graded by hand, 3 points).** The playbook entry for `TTFTErrorBudgetBurnPage`: severity,
+# **Exercise 7 (graded by hand, 3 points).** The playbook entry for `TTFTErrorBudgetBurnPage`: severity,
 # who does what (incident commander, operations, communications, scribe), the first three PromQL queries
 # you run and what each would tell you, and the first mitigation for each of the faults of section 3.
 # Start from `print(template("playbook"))`.
@@ -460,7 +586,7 @@ assert any(i["priority"] in ("P0", "P1") for i in _items), "at least one P0 or P
 # exhaustion - cap prompt tokens (`--max-waiting-tokens`), shed long prompts; burst - shed or scale out.
 
 # %% [markdown]
-# **Exercise 7 (graded by hand, 4 points).** A postmortem of the kill-replica experiment (or of one of
+# **Exercise 8 (graded by hand, 4 points).** A postmortem of the kill-replica experiment (or of one of
 # the incidents above): summary, impact (requests lost, error budget spent), timeline, root cause,
 # trigger, detection (which alert, how long after), resolution, action items (your backlog). Start from
 # `print(template("postmortem"))`.

@@ -127,3 +127,23 @@ class EngineMetrics:
     def render(self) -> bytes:
         """The text exposition format (what `GET /metrics` returns, content type `CONTENT_TYPE`)."""
         return generate_latest(self.registry)
+
+
+def observe_offline(engine: LLMEngine, observers: tuple, prompts: list[list[int]], max_tokens: int = 4) -> None:
+    """Run `prompts` to completion on `engine`, calling each observer as the server's loop would
+    (`on_output` per token and finish, `on_step` after each step): for checking an observer without HTTP."""
+    from inferlab.engine import SamplingParams
+
+    for prompt in prompts:
+        holder: list[Request] = []
+
+        def on_token(out: RequestOutput, holder: list = holder) -> None:
+            for obs in observers:
+                obs.on_output(holder[0], out)
+
+        rid = engine.add_request(prompt, SamplingParams(max_tokens=max_tokens, ignore_eos=True), on_token=on_token)
+        holder.append(engine.requests[rid])
+    while engine.has_unfinished():
+        engine.step()
+        for obs in observers:
+            obs.on_step(engine)

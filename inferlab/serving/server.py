@@ -20,13 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import codecs
+import contextlib
 import faulthandler
 import json
 import os
 import signal
+import socket
+import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 from aiohttp import web
 
@@ -91,14 +94,18 @@ async def read_json(request: web.Request) -> Any:
 
 
 def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
-              admission: AdmissionConfig | None = None, tracer: RequestTracer | None = None) -> web.Application:
+              admission: AdmissionConfig | None = None, tracer: RequestTracer | None = None,
+              metrics: EngineMetrics | None = None, observers: tuple = ()) -> web.Application:
     """The aiohttp application serving `engine` (its loop started and stopped with the app).
 
-    Its Prometheus metrics are always on (`app[METRICS]`); spans only with a `tracer`.
+    Its Prometheus metrics are always on (`app[METRICS]`, or `metrics` given: /metrics renders its
+    registry, so an extra observer registering there is exported too); spans only with a `tracer`;
+    `observers` are more `EngineObserver`s.
     """
     app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY_BYTES)
-    metrics = EngineMetrics(model_name)
-    runner = AsyncEngine(engine, admission, observers=(metrics,) if tracer is None else (metrics, tracer))
+    metrics = metrics or EngineMetrics(model_name)
+    all_observers = (metrics, *observers) + (() if tracer is None else (tracer,))
+    runner = AsyncEngine(engine, admission, observers=all_observers)
     app[ASYNC_ENGINE] = runner
     app[METRICS] = metrics
     limits = Limits(model_name, engine.model.config.vocab_size, engine.config.max_model_len,
@@ -227,6 +234,35 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: web.Application, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run `app` on a free loopback port in a background thread (notebooks, tests); yields its base URL."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, host, port).start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="inferlab-serve", daemon=True)
+    thread.start()
+    if not ready.wait(60):
+        raise RuntimeError("the server did not start within 60 s")
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
