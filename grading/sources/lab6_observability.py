@@ -382,7 +382,9 @@ if run_demo("your metric, scraped by a real Prometheus (~20 s)"):
             body = json.dumps({"model": "tiny", "prompt": list(range(1, n + 1)), "max_tokens": 2}).encode()
             urllib.request.urlopen(urllib.request.Request(base + "/v1/completions", body,
                                                           {"Content-Type": "application/json"})).read()
-        time.sleep(2)
+        _end = time.monotonic() + 30  # Prometheus scrapes every 0.5 s once it has started
+        while not prom.query("vllm:request_prompt_tokens_count") and time.monotonic() < _end:
+            time.sleep(0.5)
         for q in ("vllm:request_prompt_tokens_count", "vllm:request_prompt_tokens_sum",
                   "histogram_quantile(0.5, sum by (le) (vllm:request_prompt_tokens_bucket))"):
             print(q, "=", [s.value for s in prom.query(q)])
