@@ -53,6 +53,15 @@ REFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "spot": ("inferlab.policies.spot.notice_aware_spot_policy", "inferlab.policies.spot.make_fixed_spot_policy"),
     },
+    "lab6_observability": {
+        "sli": ("inferlab.observe.slo.error_ratio_expr", "inferlab.observe.slo.recording_rules",
+                "inferlab.observe.slo.rule_groups", "inferlab.observe.slo.rules_yaml"),
+        "quantile": ("inferlab.observe.slo.recording_rules", "inferlab.observe.slo.rule_groups",
+                     "inferlab.observe.slo.rules_yaml"),
+        "alerts": ("inferlab.observe.slo.burn_rate_expr", "inferlab.observe.slo.alert_rules",
+                   "inferlab.observe.slo.rule_groups", "inferlab.observe.slo.rules_yaml"),
+        "diagnose": ("inferlab.observe.snapshots.reference_diagnose",),
+    },
 }
 
 # lab -> test grade id -> answer grade id, where "the last answer cell above" is not the right owner

@@ -18,11 +18,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("inferlab.serving.server", "OpenAI-compatible server for the reference engine"),
     "route": ("inferlab.serving.router", "OpenAI-compatible router with traffic shaping in front of N replicas"),
     "loadgen": ("inferlab.serving.loadgen", "load generator for any OpenAI-compatible endpoint"),
-    "bench": ("inferlab.bench.main", "benchmarks: engine, sim-fidelity, sim-speed, soak, fuzz"),
+    "bench": ("inferlab.bench.main", "benchmarks: engine, sim-fidelity, sim-speed, soak, fuzz, autoscale, multinode, routing, ..."),
     "profile": ("inferlab.profile", "profile the real engine's step times for the simulator"),
     "simulate": ("inferlab.sim.main", "simulate a fleet on a trace with an autoscaler and router"),
     "grade": ("inferlab.grade.batch", "autograde a class in parallel, one sandbox per submission"),
     "cluster": ("inferlab.cluster.main", "nodes as network namespaces on this machine: up, down, status, exec"),
+    "chaos": ("inferlab.observe.chaos.toolkit", "run a Chaos Toolkit experiment on a local stack (kill, pause, ...)"),
 }
 
 

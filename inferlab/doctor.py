@@ -12,6 +12,7 @@ import argparse
 import importlib.metadata
 import json
 import platform
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -94,6 +95,9 @@ def run_checks(with_imports: bool = True) -> list[Check]:
     if with_imports:
         checks += [check_import(module, dist) for module, dist in IMPORTS.items()]
     checks.append(check_labs_in_sync())
+    promtool = shutil.which("promtool")
+    checks.append(Check("promtool (lab 6)", promtool is not None, promtool or "missing", is_required=False,
+                        fix="" if promtool else "apt-get install prometheus (make install does it as root)"))
     return checks
 
 

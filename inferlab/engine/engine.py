@@ -24,7 +24,7 @@ from inferlab.engine import stop as stop_rule
 from inferlab.engine.config import EngineConfig
 from inferlab.engine.history import EngineCounters, History, StepRecord
 from inferlab.engine.kv_cache import BlockAllocator, PagedBlockAllocator
-from inferlab.engine.request import FinishReason, Request, RequestOutput, RequestStatus, SamplingParams
+from inferlab.engine.request import FinishReason, Request, RequestEvent, RequestOutput, RequestStatus, SamplingParams
 from inferlab.engine.runner import ModelRunner
 from inferlab.engine.scheduler import ContinuousBatchingScheduler, Scheduler, SchedulerOutput
 from inferlab.metrics import RequestRecord
@@ -110,6 +110,7 @@ class LLMEngine:
             raise ValueError(f"request id {request_id!r} is already in use")
         req = Request(request_id, prompt, params, self.clock() if arrival_time_s is None else arrival_time_s,
                       on_token, max_total_tokens=max_total)
+        req.events.append((RequestEvent.QUEUED, req.arrival_time_s))
         self.requests[request_id] = req
         self.scheduler.add(req)
         self.counters.num_requests += 1
@@ -158,6 +159,7 @@ class LLMEngine:
                                                 f"scheduler made no progress for {MAX_IDLE_STEPS} steps"))
             return outputs
         self._num_idle_steps = 0
+        _record_events(plan, start)
         try:
             logits = self.runner.execute(plan.chunks)
         except Exception as exc:  # a failed step fails its requests, not the engine
@@ -201,6 +203,8 @@ class LLMEngine:
     def _append(self, req: Request, token: int, now: float) -> RequestOutput:
         req.output_token_ids.append(token)
         req.token_times_s.append(now)
+        if len(req.token_times_s) == 1:
+            req.events.append((RequestEvent.FIRST_TOKEN, now))
         try:
             reason, stop_reason = stop_rule.check_stop(req, self.model.config.eos_token_id)
         except Exception as exc:
@@ -217,6 +221,7 @@ class LLMEngine:
         self.requests.pop(req.request_id, None)
         req.status, req.finish_reason, req.error, req.finish_time_s = RequestStatus.FINISHED, reason, error, now
         req.stop_reason = stop_reason
+        req.events.append((RequestEvent.FINISHED, now))
         self.finished.append(req)
         self.counters.num_finished += 1
         self.counters.num_aborted += reason is FinishReason.ABORT
@@ -269,6 +274,19 @@ class LLMEngine:
     def records(self) -> list[RequestRecord]:
         """Metrics records of finished requests that produced at least one token."""
         return [r.to_record() for r in self.finished if r.output_token_ids]
+
+
+def _record_events(plan: SchedulerOutput, now: float) -> None:
+    """SCHEDULED for a request's first chunk after it queued or was preempted; PREEMPTED for the victims.
+
+    Recorded here, not in the scheduler, so a learner's scheduler gets them too.
+    """
+    for req in plan.preempted:
+        req.events.append((RequestEvent.PREEMPTED, now))
+    for chunk in plan.chunks:
+        events = chunk.request.events
+        if not events or events[-1][0] in (RequestEvent.QUEUED, RequestEvent.PREEMPTED):
+            events.append((RequestEvent.SCHEDULED, now))
 
 
 def _describe(exc: BaseException) -> str:

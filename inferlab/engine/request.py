@@ -3,6 +3,7 @@
 Flow: `LLMEngine.add_request` builds a `Request` (WAITING) -> the scheduler admits it
 (RUNNING), may preempt it (PREEMPTED, its KV dropped and recomputed later) -> the
 engine appends sampled tokens until a stop condition (FINISHED with a `FinishReason`).
+`Request.events` lists what happened when (`RequestEvent`).
 `Request.to_record()` turns it into an `inferlab.metrics.RequestRecord`.
 """
 
@@ -20,6 +21,19 @@ class RequestStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
     PREEMPTED = "preempted"
+    FINISHED = "finished"
+
+
+class RequestEvent(enum.Enum):
+    """What happened to a request, in order (recorded in `Request.events` with the engine's clock).
+
+    The tracer turns them into span events, the metrics into queue time and preemption counts.
+    """
+
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"  # admitted to a step (again after each preemption)
+    PREEMPTED = "preempted"
+    FIRST_TOKEN = "first_token"
     FINISHED = "finished"
 
 
@@ -125,6 +139,7 @@ class Request:
     num_preemptions: int = 0
     block_table: list[int] = field(default_factory=list)
     max_total_tokens: int = 0  # prompt + most output tokens allowed (set by the engine)
+    events: list[tuple[RequestEvent, float]] = field(default_factory=list)  # (event, engine clock s)
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -149,6 +164,10 @@ class Request:
     @property
     def first_token_time_s(self) -> float | None:
         return self.token_times_s[0] if self.token_times_s else None
+
+    def event_time_s(self, event: RequestEvent) -> float | None:
+        """When `event` first happened (engine clock, seconds), None if it has not."""
+        return next((t for e, t in self.events if e is event), None)
 
     def to_record(self) -> RequestRecord:
         """This finished request as a metrics record (needs at least one output token)."""

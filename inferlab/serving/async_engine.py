@@ -12,6 +12,9 @@ If a step raises outside the engine's per-request guards, every in-flight reques
 error (`LLMEngine.fail_all`) and the loop goes on; after `max_loop_failures` failures in a
 row it stops and `is_alive` turns False (the server's /health answers 503 so an
 orchestrator restarts the process). `stats()` holds the counters.
+
+Observers (`EngineObserver`: the Prometheus metrics, the tracer) see every output and every
+step in the engine thread; one that raises is reported once and never fails a request.
 """
 
 from __future__ import annotations
@@ -22,9 +25,19 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
-from inferlab.engine import LLMEngine, RequestOutput, RequestStatus, SamplingParams
+from inferlab.engine import LLMEngine, Request, RequestOutput, RequestStatus, SamplingParams
+
+
+class EngineObserver(Protocol):
+    """Watches the engine from its loop thread (called under the loop's lock: keep it cheap)."""
+
+    def on_output(self, req: Request, out: RequestOutput) -> None:
+        """A token of `req` or its finish (`out.is_finished`)."""
+
+    def on_step(self, engine: LLMEngine) -> None:
+        """After every step and every submit."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +76,12 @@ class EngineDead(Exception):
 class AsyncEngine:
     """Runs `LLMEngine.step()` in a background thread; hands tokens to asyncio queues."""
 
-    def __init__(self, engine: LLMEngine, admission: AdmissionConfig | None = None) -> None:
+    def __init__(self, engine: LLMEngine, admission: AdmissionConfig | None = None,
+                 observers: tuple[EngineObserver, ...] = ()) -> None:
         self.engine = engine
         self.admission = admission or AdmissionConfig()
+        self.observers = tuple(observers)
+        self.observer_errors: list[str] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -125,6 +141,7 @@ class AsyncEngine:
                     if busy:
                         self.engine.step()
                         consecutive = 0
+                        self._observe_step()
             except Exception as exc:  # outside the engine's per-request guards: fail everyone in flight
                 consecutive += 1
                 self.num_loop_failures += 1
@@ -142,6 +159,19 @@ class AsyncEngine:
                 self._wake.wait(0.05)
                 self._wake.clear()
 
+    def _observe_step(self) -> None:
+        for obs in self.observers:
+            self._guard(obs.on_step, self.engine)
+
+    def _guard(self, fn: Callable, *args) -> None:
+        """Run an observer's hook; its failure is recorded (first few) and never reaches a request."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            if len(self.observer_errors) < 10:
+                self.observer_errors.append(f"{getattr(fn, '__qualname__', fn)}: {type(exc).__name__}: {exc}")
+                traceback.print_exc()
+
     def _abort_disconnected(self) -> None:
         for rid, is_disconnected in list(self._watch.items()):
             if rid not in self.engine.requests:
@@ -153,8 +183,9 @@ class AsyncEngine:
 
     # ---- requests ---------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams,
-               is_disconnected: Callable[[], bool] = lambda: False) -> tuple[str, asyncio.Queue]:
-        """Queue a request; its `RequestOutput`s arrive on the returned queue.
+               is_disconnected: Callable[[], bool] = lambda: False,
+               request_id: str | None = None) -> tuple[str, asyncio.Queue]:
+        """Queue a request (id `request_id`, or a fresh one); its `RequestOutput`s arrive on the returned queue.
 
         Raises:
             EngineDead: the loop has stopped. Overloaded: over an admission limit.
@@ -165,14 +196,20 @@ class AsyncEngine:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
 
+        holder: list[Request] = []
+
         def on_token(out: RequestOutput) -> None:
+            for obs in self.observers:
+                self._guard(obs.on_output, holder[0], out)
             loop.call_soon_threadsafe(queue.put_nowait, out)
 
         with self._lock:
             self._admit(len(prompt_ids))
-            rid = self.engine.add_request(prompt_ids, params, request_id=f"cmpl-{uuid.uuid4().hex}",
+            rid = self.engine.add_request(prompt_ids, params, request_id=request_id or f"cmpl-{uuid.uuid4().hex}",
                                           on_token=on_token)
+            holder.append(self.engine.requests[rid])
             self._watch[rid] = is_disconnected
+            self._observe_step()
         self._wake.set()
         return rid, queue
 

@@ -10,7 +10,9 @@ error object (`openai_api.error_body`).
 
 Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health
 (liveness of the engine loop), GET /ready (readiness: alive and admitting), GET /stats
-(counters), GET /openapi.json.
+(counters), GET /metrics (Prometheus, vLLM's names: `inferlab.observe.exposition`),
+GET /openapi.json. With a tracer (`--otel-traces-file`, or an OTLP endpoint), every request is
+a span, child of the client's W3C `traceparent` (`inferlab.observe.tracing`).
 """
 
 from __future__ import annotations
@@ -18,15 +20,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import codecs
+import contextlib
 import faulthandler
 import json
+import os
 import signal
+import socket
+import threading
 import time
-from typing import Any
+import uuid
+from typing import Any, Iterator
 
 from aiohttp import web
 
 from inferlab.engine import EngineConfig, FinishReason, LLMEngine
+from inferlab.observe.exposition import CONTENT_TYPE, EngineMetrics
+from inferlab.observe.tracing import RequestTracer, parent_context, tracer_provider
 from inferlab.serving.async_engine import AdmissionConfig, AsyncEngine, EngineDead, Overloaded
 from inferlab.serving.detokenize import Detokenizer
 from inferlab.serving.openai_api import ApiError, GenerationRequest, Limits, error_body, parse_chat, parse_completion
@@ -37,6 +46,7 @@ MAX_BODY_BYTES = 1 << 20  # 1 MiB: far above any prompt this kit's context holds
 SERVER_MAX_FINISHED = 256  # finished requests a server keeps for inspection (memory stays flat)
 SERVER_MAX_STEP_RECORDS = 4096
 ASYNC_ENGINE = web.AppKey("async_engine", AsyncEngine)  # the app's engine loop (tests inspect it)
+METRICS = web.AppKey("metrics", EngineMetrics)
 
 
 def _error(status: int, message: str, param: str | None = None, headers: dict | None = None) -> web.Response:
@@ -84,11 +94,20 @@ async def read_json(request: web.Request) -> Any:
 
 
 def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
-              admission: AdmissionConfig | None = None) -> web.Application:
-    """The aiohttp application serving `engine` (its loop started and stopped with the app)."""
+              admission: AdmissionConfig | None = None, tracer: RequestTracer | None = None,
+              metrics: EngineMetrics | None = None, observers: tuple = ()) -> web.Application:
+    """The aiohttp application serving `engine` (its loop started and stopped with the app).
+
+    Its Prometheus metrics are always on (`app[METRICS]`, or `metrics` given: /metrics renders its
+    registry, so an extra observer registering there is exported too); spans only with a `tracer`;
+    `observers` are more `EngineObserver`s.
+    """
     app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY_BYTES)
-    runner = AsyncEngine(engine, admission)
+    metrics = metrics or EngineMetrics(model_name)
+    all_observers = (metrics, *observers) + (() if tracer is None else (tracer,))
+    runner = AsyncEngine(engine, admission, observers=all_observers)
     app[ASYNC_ENGINE] = runner
+    app[METRICS] = metrics
     limits = Limits(model_name, engine.model.config.vocab_size, engine.config.max_model_len,
                     engine.config.num_kv_slots)
 
@@ -97,6 +116,11 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
 
     async def on_cleanup(_app: web.Application) -> None:
         runner.stop()
+        if tracer is not None:
+            tracer.shutdown()
+
+    async def prometheus_metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def health(_request: web.Request) -> web.Response:
         if not runner.is_alive:
@@ -133,8 +157,11 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
             transport = request.transport
             return transport is None or transport.is_closing()
 
+        rid = f"{'chatcmpl' if gen.is_chat else 'cmpl'}-{uuid.uuid4().hex}"
+        if tracer is not None:
+            tracer.expect(rid, parent_context(request.headers), "chat" if gen.is_chat else "text_completion")
         try:
-            rid, queue = runner.submit(gen.prompt_token_ids, gen.params, is_disconnected)
+            rid, queue = runner.submit(gen.prompt_token_ids, gen.params, is_disconnected, request_id=rid)
         except Overloaded as exc:
             raise ApiError(429, str(exc), None, {"Retry-After": str(exc.retry_after_s)}) from None
         except EngineDead as exc:
@@ -199,6 +226,7 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
     app.router.add_get("/ready", ready)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/metrics", prometheus_metrics)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/completions", completions)
@@ -206,6 +234,35 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: web.Application, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run `app` on a free loopback port in a background thread (notebooks, tests); yields its base URL."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, host, port).start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="inferlab-serve", daemon=True)
+    thread.start()
+    if not ready.wait(60):
+        raise RuntimeError("the server did not start within 60 s")
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
@@ -244,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="finished requests kept in memory (-1: all, the unbounded pre-fix behaviour)")
     parser.add_argument("--max-step-records", type=int, default=SERVER_MAX_STEP_RECORDS,
                         help="step records kept in memory (-1: all)")
+    parser.add_argument("--otel-traces-file", default=None,
+                        help="write one OpenTelemetry span per request here (JSON lines)")
+    parser.add_argument("--otlp-endpoint", default=None,
+                        help="also export spans over OTLP/HTTP to this collector (default: $OTEL_EXPORTER_OTLP_ENDPOINT)")
     add_engine_args(parser)
     args = parser.parse_args(argv)
     from inferlab.model import ensure_checkpoint
@@ -260,5 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     name = args.served_model_name or model_dir
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack (a stuck server)
     print(f"serving {name} on http://{args.host}:{args.port}", flush=True)
-    web.run_app(build_app(engine, name, admission), host=args.host, port=args.port, print=None)
+    tracer = None
+    if args.otel_traces_file or args.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        provider = tracer_provider(f"inferlab-serve:{args.port}", args.otel_traces_file, args.otlp_endpoint)
+        tracer = RequestTracer(name, provider, engine.clock)
+    web.run_app(build_app(engine, name, admission, tracer), host=args.host, port=args.port, print=None)
     return 0
