@@ -12,9 +12,10 @@
 #
 # | | |
 # |---|---|
-# | Prerequisites | Lab 0 (TTFT), Lab 3 (continuous batching, prefix caching), Lab 5 section 1 (queueing); the lecture on routing (1 h) |
+# | Prerequisites | Lab 0 (TTFT), Lab 3 (continuous batching, prefix caching), Lab 5 section 1 (queueing); lecture deck `lectures/03_batching_routing.ipynb` (routing part, 1 h) |
 # | Hardware tier | **CPU** (any laptop); the live demo starts 3 tiny replicas (~1.5 GiB) |
-# | Time | ~1 min in fast mode, ~3 min in full mode, plus reading (lab 2 h) |
+# | Time | ~1 min in fast mode, ~3 min in full mode |
+# | Hours | lecture 1 h, lab 2 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |
 # | Graded (15 points) | power-of-two choices (4), prefix-aware router: index (2) and hit rate/TTFT (3), token bucket (3), VTC (3) |
 #
 # A router is a plain function `router(ctx) -> (replica_index, new_state)` on a `RouteContext`

@@ -13,9 +13,10 @@
 #
 # | | |
 # |---|---|
-# | Prerequisites | Lab 0 (TTFT, TPOT, goodput); the lecture on observability (1 h): SLIs, SLOs, error budgets, burn rates |
+# | Prerequisites | Lab 0 (TTFT, TPOT, goodput); lecture deck `lectures/05_observability.ipynb` (1 h): SLIs, SLOs, error budgets, burn rates |
 # | Hardware tier | **CPU** (any laptop). Needs Debian's `prometheus` package (`promtool`; `make install` installs it as root) |
-# | Time | ~1 min in fast mode, ~2 min in full mode (the live chaos demo adds ~1-1.5 min), plus reading and writing (lab 2 h) |
+# | Time | ~1 min in fast mode, ~2 min in full mode (the live chaos demo adds ~1-1.5 min) |
+# | Hours | lecture 1 h, lab 2 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |
 # | Graded (21 points automatically, 7 by hand) | TTFT SLI (3), p99 TTFT (2), page alert (3), ticket alert (2); a missing metric instrumented (2); diagnosis: fault (3), replica (2), start (2); remediation backlog schema (2); by hand: playbook entry (3), postmortem (4) |
 #
 # The PromQL exercises are graded by `promtool test rules` on input series you do not see (several
