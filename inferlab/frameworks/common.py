@@ -123,16 +123,16 @@ def answers(url: str, timeout_s: float = 2.0) -> bool:
 
 
 @contextlib.contextmanager
-def managed_process(name: str, cmd: list[str], ready_url: str, env: dict[str, str] | None = None,
+def managed_process(name: str, cmd: list[str], ready_url: str | None, env: dict[str, str] | None = None,
                     startup_timeout_s: float = 300.0, stop_timeout_s: float = 20.0) -> Iterator[subprocess.Popen]:
     """Start `cmd` in its own process group, log to build/frameworks/<name>.log, wait until `ready_url`
-    answers 200; on exit SIGTERM the group, then SIGKILL what is left."""
+    answers 200 (None: do not wait); on exit SIGTERM the group, then SIGKILL what is left."""
     log = log_path(name)
     with open(log, "w") as handle:
         proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         end = time.monotonic() + startup_timeout_s
-        while not answers(ready_url):
+        while ready_url is not None and not answers(ready_url):
             if proc.poll() is not None:
                 raise FrameworkFailed(f"{name} exited with code {proc.returncode} before answering {ready_url}; "
                                       f"log {log}:\n{_tail(log)}")
