@@ -146,13 +146,14 @@ def managed_process(name: str, cmd: list[str], ready_url: str | None, env: dict[
 
 
 def _stop_group(proc: subprocess.Popen, timeout_s: float) -> None:
-    if proc.poll() is None:
+    """SIGTERM the leader (its own clean shutdown), then the group, then SIGKILL what is left."""
+    for send in (proc.terminate, lambda: os.killpg(proc.pid, signal.SIGTERM)):
+        if proc.poll() is not None:
+            break
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
+            send()
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
     with contextlib.suppress(ProcessLookupError, PermissionError):  # workers the leader left behind
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
