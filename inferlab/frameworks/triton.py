@@ -11,6 +11,7 @@ Triton's HTTP base URL (KServe v2 protocol: /v2/health/ready, /v2/models/tiny/in
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 from pathlib import Path
@@ -31,7 +32,11 @@ def venv_python() -> Path:
 
 
 def skip_reason() -> str | None:
-    python = venv_python()
+    return _skip_reason(venv_python())
+
+
+@functools.lru_cache(maxsize=8)
+def _skip_reason(python: Path) -> str | None:  # the probe imports torch: seconds, so once per venv
     if not python.exists():
         return f"PyTriton's venv is missing ({python}); {INSTALL}"
     probe = subprocess.run([str(python), "-c", "import pytriton, torch, tokenizers"], capture_output=True, text=True)
