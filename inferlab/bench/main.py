@@ -16,6 +16,8 @@ BENCHMARKS: dict[str, str] = {
     "sim-speed": "inferlab.bench.sim_speed",
     "soak": "inferlab.bench.soak",
     "fuzz": "inferlab.bench.fuzz",
+    "frameworks": "inferlab.bench.frameworks",
+    "parallel": "inferlab.bench.parallel",
 }
 
 
