@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "fuzz": "inferlab.bench.fuzz",
     "frameworks": "inferlab.bench.frameworks",
     "parallel": "inferlab.bench.parallel",
+    "crosscheck": "inferlab.bench.crosscheck",
 }
 
 

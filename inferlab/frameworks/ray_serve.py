@@ -151,8 +151,16 @@ def _main(checkpoint: str, port: int, num_replicas: int) -> int:
     temp_dir = build_dir() / "ray"
     temp_dir.mkdir(parents=True, exist_ok=True)
     stopping = threading.Event()
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp_dir), log_to_driver=False,
-             configure_logging=False)
+    for attempt in range(3):  # Ray waits a fixed 30 s for its raylet; a loaded 2-core machine can miss that
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp_dir), log_to_driver=False,
+                     configure_logging=False)
+            break
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this
+            ray.shutdown()
+            if "timed out during startup" not in str(exc) or attempt == 2:
+                raise
+            print(f"ray.init attempt {attempt + 1} timed out (loaded machine); retrying", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # after ray.init, which installs its own
     try:
         serve.start(http_options={"host": LOOPBACK, "port": port})
