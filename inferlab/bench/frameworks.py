@@ -10,7 +10,8 @@ inside one framework are.
 
 Per framework: `output_tok_s` (the highest output throughput of the sweep), `ttft_p50_s`,
 `ttft_p99_s`, `tpot_p50_s` (at the lowest rate: the unloaded latency), `max_rate_meeting_slo_rps`
-(highest swept rate where >= 90 % of requests meet the SLO), `startup_s` and the sweep rows; or
+(`inferlab.metrics.max_rate_meeting_slo`, >= 90 % of requests within the SLO), `knee_rate_rps`
+(`inferlab.metrics.knee_index` of output tok/s against E2E p50), `startup_s` and the sweep rows; or
 {"skipped": reason} when it cannot start here. Triton's model answers once (not streamed): its
 TTFT is the whole latency and `tpot_p50_s` is null.
 Last line: {"frameworks": {...}, "device": ..., "workload": ..., "slo": ...}.
@@ -28,7 +29,7 @@ import time
 import numpy as np
 
 from inferlab.frameworks import NAMES, FrameworkError, framework
-from inferlab.metrics import SLO, RequestRecord, summarize
+from inferlab.metrics import SLO, RequestRecord, knee_index, max_rate_meeting_slo, summarize
 from inferlab.serving.loadgen import azure_like_workload, run_load
 from inferlab.traces import TraceRequest, poisson_arrivals
 
@@ -44,16 +45,6 @@ def workload(rate: float, num_requests: int, max_prompt_tokens: int, max_output_
     trace = azure_like_workload(num_requests, rng, max_prompt_tokens, max_output_tokens, arrivals)
     prompts = [rng.integers(0, 256, r.num_prompt_tokens).tolist() for r in trace]
     return trace, prompts
-
-
-def max_rate_meeting_slo(rows: list[dict], min_attainment: float = MIN_ATTAINMENT) -> float:
-    """Highest swept rate whose SLO attainment is >= `min_attainment` (all lower rates too); 0 if none."""
-    best = 0.0
-    for row in sorted(rows, key=lambda r: r["rate_rps"]):
-        if row["slo_attainment"] < min_attainment:
-            break
-        best = row["rate_rps"]
-    return best
 
 
 def _row(rate: float, records: list[RequestRecord], errors: list[str], num_requests: int, slo: SLO) -> dict:
@@ -99,8 +90,18 @@ def bench_one(name: str, rates: list[float], num_requests: int, max_prompt: int,
     light = rows[0]
     return {"output_tok_s": max(r["output_tok_s"] for r in rows), "ttft_p50_s": light["ttft_p50_s"],
             "ttft_p99_s": light["ttft_p99_s"], "tpot_p50_s": light["tpot_p50_s"],
-            "max_rate_meeting_slo_rps": max_rate_meeting_slo(rows), "startup_s": round(startup_s, 1),
+            "max_rate_meeting_slo_rps": max_rate_meeting_slo([r["rate_rps"] for r in rows],
+                                                             [r["slo_attainment"] for r in rows], MIN_ATTAINMENT),
+            "knee_rate_rps": _knee(rows), "startup_s": round(startup_s, 1),
             "streamed": protocol == "openai", "sweep": rows}
+
+
+def _knee(rows: list[dict]) -> float | None:
+    """The swept rate at the knee of (output tok/s, E2E p50), or None where it is undefined."""
+    try:
+        return rows[knee_index([r["output_tok_s"] for r in rows], [r.get("e2e_p50_s") or 0.0 for r in rows])]["rate_rps"]
+    except ValueError:
+        return None
 
 
 def _fmt(x: float | None) -> str:
