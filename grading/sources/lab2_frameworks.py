@@ -367,13 +367,14 @@ if run_demo("measure the tiny model's batch times; your batcher against PyTriton
 #
 # `inferlab bench frameworks` drives each framework at a sweep of Poisson request rates and records,
 # per rate, output throughput, latency percentiles and **SLO attainment** (the fraction of requests
-# meeting TTFT ≤ 1 s and TPOT ≤ 100 ms). Below: a sweep measured on this kit's 2-core VM
-# (`inferlab serve` on the tiny model; full-mode run).
+# meeting TTFT ≤ 1 s and TPOT ≤ 100 ms). Below: a sweep measured with it on this kit's 2-core VM
+# (shared with other jobs; full mode, 64 requests per rate, Azure-shaped lengths): DeepSpeed-Inference
+# AutoTP on 2 gloo ranks behind the kit's front, which runs static batches.
 
 # %%
-SWEEP = {  # rate req/s -> (output tok/s, E2E p50 s, SLO attainment)
-    2: (40.6, 0.160, 1.00), 4: (80.2, 0.170, 1.00), 8: (157.0, 0.190, 1.00), 16: (292.0, 0.260, 0.98),
-    32: (420.0, 0.610, 0.91), 64: (455.0, 2.900, 0.42), 128: (462.0, 6.100, 0.12),
+SWEEP = {  # rate req/s -> (output tok/s, E2E p50 s, SLO attainment); measured, `inferlab bench frameworks`
+    2: (43.0, 0.810, 0.938), 4: (75.9, 1.398, 0.688), 8: (117.3, 2.186, 0.297), 16: (133.8, 3.940, 0.125),
+    32: (145.4, 4.760, 0.109), 64: (156.2, 4.996, 0.141), 128: (122.4, 3.903, 0.219),
 }
 rates = sorted(SWEEP)
 tput = [SWEEP[r][0] for r in rates]
@@ -419,10 +420,16 @@ def max_rate_meeting_slo(rates_rps, attainments, min_attainment=0.9):
     ### END SOLUTION
 
 # %% tests id=test_max_rate points=2
-assert max_rate_meeting_slo(rates, att) == 32
-assert max_rate_meeting_slo(rates, att, 0.99) == 8
+assert max_rate_meeting_slo(rates, att) == 2
+assert max_rate_meeting_slo(rates, att, 0.2) == 8, "128 req/s meets 0.2 again, but 16 req/s already missed"
+assert max_rate_meeting_slo(rates, att, 0.95) == 0.0
 assert max_rate_meeting_slo([1, 2], [0.5, 1.0]) == 0.0
 ### BEGIN HIDDEN TESTS
+# measured sweeps (inferlab bench frameworks on the 2-core VM): Triton via PyTriton, inferlab serve
+assert max_rate_meeting_slo([2, 4, 8, 16, 32, 64, 128], [1.0, 0.984, 1.0, 0.844, 0.719, 0.703, 0.5]) == 8, \
+    "wrong rate on a measured sweep"
+assert max_rate_meeting_slo([2, 4, 8, 16, 32, 64, 128], [1.0, 1.0, 1.0, 1.0, 1.0, 0.984, 0.672], 0.99) == 32, \
+    "wrong rate on a measured sweep"
 assert max_rate_meeting_slo([8, 1, 4, 2], [0.95, 1.0, 0.9, 1.0]) == 8, "rates must be taken in increasing order"
 assert max_rate_meeting_slo([1, 2, 4, 8, 16], [1.0, 0.97, 0.7, 0.93, 0.2]) == 2, "a rate past the first miss must not count"
 assert max_rate_meeting_slo([3, 6, 9], [0.9, 0.9, 0.89]) == 6, "attainment exactly at the threshold meets it"
@@ -454,7 +461,7 @@ def knee_index(throughputs, latencies_s):
     ### END SOLUTION
 
 # %% tests id=test_knee points=3
-assert knee_index(tput, e2e) == 4, "the knee of the lab's sweep is at 32 req/s"
+assert knee_index(tput, e2e) == 2, "the knee of the lab's sweep is at 8 req/s"
 try:
     knee_index([1, 2], [0.1, 0.2])
     raise AssertionError("two points must raise ValueError")
@@ -463,11 +470,11 @@ except ValueError:
 print(f"knee at {rates[knee_index(tput, e2e)]} req/s; highest rate meeting the SLO: {max_rate_meeting_slo(rates, att)} req/s")
 ### BEGIN HIDDEN TESTS
 from inferlab.metrics import knee_index as _ref_knee
-_sets = [
-    ([21.5, 43.0, 84.9, 160.2, 240.8, 251.0, 253.3], [0.021, 0.022, 0.024, 0.031, 0.090, 0.950, 2.800]),
-    ([38.6, 73.4, 67.1, 74.0], [0.30, 1.42, 1.37, 2.10]),
-    ([100.0, 1900.0, 3600.0, 5200.0, 6100.0, 6300.0], [12.0, 13.0, 15.5, 22.0, 60.0, 240.0]),
-    ([5.0, 10.0, 19.0, 27.0, 30.0], [1.00, 1.02, 1.20, 1.90, 4.50]),
+_sets = [  # measured: Triton and inferlab serve (full mode, 7 rates); vLLM and DeepSpeed (quick mode, 3 rates)
+    ([44.1, 87.1, 162.1, 273.5, 445.0, 561.0, 658.3], [0.146, 0.333, 0.350, 0.590, 0.818, 0.761, 1.000]),
+    ([43.8, 88.0, 171.0, 298.3, 473.4, 661.2, 548.7], [0.183, 0.090, 0.305, 0.227, 0.833, 0.733, 1.365]),
+    ([41.2, 119.7, 153.9], [0.366, 0.550, 0.978]),
+    ([38.6, 73.4, 67.1], [0.814, 1.721, 1.928]),
 ]
 for _k, (_x, _y) in enumerate(_sets):
     assert knee_index(_x, _y) == _ref_knee(_x, _y), f"hidden sweep {_k}: wrong knee"
@@ -542,8 +549,9 @@ if run_demo("sweep inferlab serve and Triton with inferlab loadgen"):
 # **Model answer.** The LLM runs on **vLLM** (TensorRT-LLM is the alternative where the team accepts
 # its engine build step for its often higher throughput on NVIDIA GPUs): continuous batching with a paged KV
 # cache keeps TPOT flat while requests join and leave, which a static-batching server cannot: in this
-# lab the DeepSpeed-behind-a-front server, which runs whole batches, missed the TTFT SLO from 16 req/s
-# while the continuously batching servers met it up to the top of the sweep. An 8B model in BF16
+# lab the DeepSpeed server, which runs whole batches, met the SLO for 90 % of requests only up to
+# 2 req/s (its knee at 8 req/s), while the continuously batching servers (inferlab serve, Ray Serve)
+# met it up to 64 req/s on the same 2 cores. An 8B model in BF16
 # (16 GB) fits one H100 with room for KV cache, so each replica is **TP=1** (or TP=2 inside one NVLink
 # node if TTFT p99 is tight for long prompts); never TP across nodes. 16 GPUs give up to 16 replicas.
 # **Ray Serve** hosts the vLLM replicas (its LLM API) and autoscales them on queue length/ongoing
