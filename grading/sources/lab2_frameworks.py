@@ -81,8 +81,9 @@ if run_demo("start each framework and send it one request"):
             body = {"inputs": [{"name": "request", "shape": [1, 1], "datatype": "BYTES", "data": [request]}]}
             url = base + "/v2/models/tiny/infer"
         else:
-            body = {"model": "tiny", "prompt": prompt, "max_tokens": 6, "temperature": 0, "ignore_eos": True,
-                    "return_token_ids": True}
+            body = {"model": "tiny", "prompt": prompt, "max_tokens": 6, "temperature": 0, "ignore_eos": True}
+            if name == "vllm":
+                body["return_token_ids"] = True  # vLLM's extra field; the kit's servers always return them
             url = base + "/v1/completions"
         req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
         out = json.loads(urllib.request.urlopen(req, timeout=120).read())

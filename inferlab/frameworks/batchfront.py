@@ -112,6 +112,7 @@ def build_app(generate: BatchGenerate, model_name: str, vocab_size: int, max_mod
 
     async def on_cleanup(_app: web.Application) -> None:
         batcher.stop()
+        await asyncio.get_running_loop().run_in_executor(None, batcher.thread.join, 30.0)  # the batch in flight ends
 
     async def health(_request: web.Request) -> web.Response:
         if not batcher.thread.is_alive():

@@ -121,7 +121,9 @@ def _rank_main(checkpoint: str, port: int, max_batch_size: int) -> int:
     app = build_app(generate, "tiny", config.vocab_size, config.max_position_embeddings, config.eos_token_id,
                     max_batch_size)
     print(f"deepspeed AutoTP tp={world_size} serving on http://{LOOPBACK}:{port}", flush=True)
-    web.run_app(app, host=LOOPBACK, port=port, print=None)
+    web.run_app(app, host=LOOPBACK, port=port, print=None)  # returns on SIGTERM/SIGINT
+    if world_size > 1:  # tell the other ranks to leave their loop
+        dist.broadcast_object_list([None], src=0)
     return 0
 
 
