@@ -185,7 +185,8 @@ def _main(checkpoint: str, port: int, num_replicas: int, engine: str = "kit") ->
     stopping = threading.Event()
     for attempt in range(3):  # Ray waits a fixed 30 s for its raylet; a loaded 2-core machine can miss that
         try:
-            ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp_dir), log_to_driver=False,
+            # Ray's logical CPUs: the LLM API's engine asks a {"CPU": 2} bundle and its ingress one more
+            ray.init(num_cpus=2 if engine == "kit" else 4, include_dashboard=False, _temp_dir=str(temp_dir), log_to_driver=False,
                      configure_logging=False)
             break
         except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this
