@@ -6,6 +6,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
+# PyTriton 0.7.0 (Triton Inference Server for inferlab.frameworks.triton) needs numpy<2: its own venv.
+PYTRITON := build/venvs/pytriton/.installed
 PORT ?= 8888
 DASHBOARD_PORT ?= 8866
 # nbgrader runs `alembic` by name when it creates a gradebook: the venv's bin must be on PATH.
@@ -21,7 +23,7 @@ RELEASES := $(foreach lab,$(LABS),labs/$(lab)/$(lab).ipynb)
 
 .PHONY: install lab test release notebooks slides demo dashboard datasets datasets-download doctor clean clean-venv
 
-install: $(STAMP)
+install: $(STAMP) $(PYTRITON)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +51,11 @@ endif
 	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
 	  echo "not installed (needs root and apt-get):$$missing; the tests that need them will skip"
+	touch $@
+
+$(PYTRITON):
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/pip install --quiet "numpy<2" nvidia-pytriton==0.7.0 torch==2.13.0 tokenizers safetensors
 	touch $@
 
 # The nbgrader release of each lab is regenerated when its source notebook changes.

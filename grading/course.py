@@ -19,6 +19,7 @@ from typing import Any
 LIMITS_S: dict[str, tuple[float, float]] = {
     "lab0_baseline": (180.0, 900.0),
     "lab1_parallelism": (300.0, 1500.0),
+    "lab2_frameworks": (300.0, 1200.0),
     "lab3_batching": (300.0, 1200.0),
     "lab4_routing": (300.0, 1200.0),
     "lab5_autoscaling": (600.0, 2400.0),

@@ -24,6 +24,11 @@ REFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "roofline": ("inferlab.costmodel.roofline.decode_step_s", "inferlab.costmodel.roofline.estimate_latency"),
     },
+    "lab2_frameworks": {
+        "batcher": ("inferlab.policies.batching.TritonDynamicBatcher",),
+        "max_rate": ("inferlab.metrics.max_rate_meeting_slo",),
+        "knee": ("inferlab.metrics.knee_index",),
+    },
     "lab3_batching": {
         "allocator": ("inferlab.engine.kv_cache.PagedBlockAllocator",),
         "scheduler": ("inferlab.engine.scheduler.ContinuousBatchingScheduler",),

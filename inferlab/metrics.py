@@ -190,3 +190,45 @@ def summarize(
         goodput_rps=goodput_rps(records, slo, span) if slo is not None else None,
         slo_attainment=slo_attainment(records, slo) if slo is not None else None,
     )
+
+
+# ---- rate sweeps: one row per offered request rate -------------------------------------------
+
+def max_rate_meeting_slo(rates_rps: Sequence[float], attainments: Sequence[float],
+                         min_attainment: float = 0.9) -> float:
+    """The highest swept rate up to which every rate meets the SLO for >= `min_attainment` of requests.
+
+    Rates are taken in increasing order; the first rate below `min_attainment` ends the search
+    (a lucky point past the collapse does not count). 0.0 when even the lowest rate misses.
+    """
+    if len(rates_rps) != len(attainments):
+        raise ValueError(f"{len(rates_rps)} rates but {len(attainments)} attainments")
+    if not 0 <= min_attainment <= 1:
+        raise ValueError(f"min_attainment must be in [0, 1], got {min_attainment}")
+    best = 0.0
+    for rate, attained in sorted(zip(rates_rps, attainments)):
+        if not attained >= min_attainment:
+            break
+        best = float(rate)
+    return best
+
+
+def knee_index(throughputs: Sequence[float], latencies_s: Sequence[float]) -> int:
+    """Index of the knee of a latency/throughput curve (points in increasing load order).
+
+    Kneedle (Satopaa et al., 2011) for a rising, convex curve: scale throughput and latency each
+    to [0, 1] by their min and max over the sweep, and take the point furthest below the diagonal,
+    argmax(x_scaled - y_scaled) (first one on ties): past it, latency grows faster than
+    throughput. Needs >= 3 points with some spread in both.
+    """
+    x = np.asarray(throughputs, dtype=float)
+    y = np.asarray(latencies_s, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 3:
+        raise ValueError("need two equal-length sequences of >= 3 points")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("throughputs and latencies must be finite")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        raise ValueError("throughput and latency must each vary over the sweep")
+    xs = (x - x.min()) / np.ptp(x)
+    ys = (y - y.min()) / np.ptp(y)
+    return int(np.argmax(xs - ys))

@@ -19,6 +19,9 @@ BENCHMARKS: dict[str, str] = {
     "autoscale": "inferlab.bench.autoscale",
     "multinode": "inferlab.bench.multinode",
     "routing": "inferlab.bench.routing",
+    "frameworks": "inferlab.bench.frameworks",
+    "parallel": "inferlab.bench.parallel",
+    "crosscheck": "inferlab.bench.crosscheck",
 }
 
 

@@ -5,6 +5,11 @@ lengths fitted to the model's context, or a replayed trace file) -> one streamin
 POST /v1/completions per request at its arrival time, token-id prompts, `ignore_eos` so
 output lengths follow the workload -> a `RequestRecord` per request (arrival, each streamed
 chunk's time) -> `inferlab.metrics.summarize` -> a table and, as the last line, one JSON object.
+
+`--protocol triton` sends the same request set to a Triton Inference Server model (KServe v2
+HTTP, POST /v2/models/<model>/infer; `inferlab.frameworks.triton`'s request/response JSON in
+one BYTES element). A Triton model that is not decoupled answers once, so there TTFT is the
+whole latency and TPOT is not measured (records carry no per-token times).
 """
 
 from __future__ import annotations
@@ -86,20 +91,54 @@ async def _one(session: aiohttp.ClientSession, url: str, model: str, req: TraceR
     return Outcome(record)
 
 
+async def _one_triton(session: aiohttp.ClientSession, url: str, req: TraceRequest, prompt: list[int],
+                      t0: float) -> Outcome:
+    """One KServe v2 inference: the whole answer at once (first token time = finish time)."""
+    await asyncio.sleep(max(0.0, t0 + req.arrival_time_s - time.perf_counter()))
+    request = json.dumps({"prompt_token_ids": prompt, "max_tokens": req.num_output_tokens})
+    body = {"inputs": [{"name": "request", "shape": [1, 1], "datatype": "BYTES", "data": [request]}]}
+    arrival = time.perf_counter()
+    try:
+        async with session.post(url, json=body) as resp:
+            text = await resp.text()
+            finish = time.perf_counter()
+            if resp.status != 200:
+                return Outcome(None, f"HTTP {resp.status}: {text[:200]}")
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return Outcome(None, f"{type(exc).__name__}: {exc}")
+    try:
+        answer = json.loads(json.loads(text)["outputs"][0]["data"][0])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return Outcome(None, f"unreadable Triton answer ({exc}): {text[:200]}")
+    if answer.get("error") or not answer.get("token_ids"):
+        return Outcome(None, str(answer.get("error") or "no tokens received"))
+    return Outcome(RequestRecord(arrival, finish, finish, len(prompt), len(answer["token_ids"])))
+
+
 async def run_load(base_url: str, model: str, workload: list[TraceRequest], prompts: list[list[int]],
                    ignore_eos: bool = True, timeout_s: float = 600.0,
-                   headers: list[dict[str, str]] | None = None) -> tuple[list[RequestRecord], list[str]]:
-    """Send every request at its arrival time (streaming); returns (records of successes, error messages).
+                   headers: list[dict[str, str]] | None = None,
+                   protocol: str = "openai") -> tuple[list[RequestRecord], list[str]]:
+    """Send every request at its arrival time; returns (records of successes, error messages).
 
-    `headers`: per request, extra HTTP headers (e.g. a router's `X-Tenant`, `X-Session-Id`).
+    protocol: "openai" (streamed /v1/completions) or "triton" (KServe v2 /v2/models/<model>/infer).
+    `headers`: per request, extra HTTP headers (e.g. a router's `X-Tenant`, `X-Session-Id`; OpenAI only).
     """
-    url = base_url.rstrip("/") + "/v1/completions"
+    if protocol not in ("openai", "triton"):
+        raise ValueError(f"protocol must be 'openai' or 'triton', got {protocol!r}")
+    if protocol == "triton":
+        url = f"{base_url.rstrip('/')}/v2/models/{model}/infer"
+    else:
+        url = base_url.rstrip("/") + "/v1/completions"
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
         t0 = time.perf_counter()
-        outcomes = await asyncio.gather(*(_one(session, url, model, r, p, t0, ignore_eos,
-                                               headers[i] if headers else None)
-                                          for i, (r, p) in enumerate(zip(workload, prompts))))
+        if protocol == "triton":
+            outcomes = await asyncio.gather(*(_one_triton(session, url, r, p, t0) for r, p in zip(workload, prompts)))
+        else:
+            outcomes = await asyncio.gather(*(_one(session, url, model, r, p, t0, ignore_eos,
+                                                   headers[i] if headers else None)
+                                              for i, (r, p) in enumerate(zip(workload, prompts))))
     return [o.record for o in outcomes if o.record], [o.error for o in outcomes if o.error]
 
 
@@ -148,15 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ignore-eos", action="store_true", help="do not send ignore_eos")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=600.0)
+    parser.add_argument("--protocol", choices=["openai", "triton"], default="openai",
+                        help="triton: KServe v2 /v2/models/<model>/infer (inferlab.frameworks.triton; --model default tiny)")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.burstiness <= 0:
         parser.error("--rate and --burstiness must be > 0")
     rng = np.random.default_rng(args.seed)
     workload = build_workload(args, rng)
     prompts = [rng.integers(0, 256, r.num_prompt_tokens).tolist() for r in workload]
-    model = args.model or asyncio.run(_first_model(args.base_url))
+    if args.protocol == "triton":
+        model = args.model or "tiny"
+    else:
+        model = args.model or asyncio.run(_first_model(args.base_url))
     records, errors = asyncio.run(run_load(args.base_url, model, workload, prompts, not args.no_ignore_eos,
-                                           args.timeout_s))
+                                           args.timeout_s, args.protocol))
     summary = summarize(records).to_dict() if records else None
     if summary:
         print(format_table(summary))
