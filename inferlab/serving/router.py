@@ -192,7 +192,7 @@ class HttpRouter:
             try:
                 try:
                     upstream = await self.session.post(replica.url + request.path, data=raw,
-                                                       headers={"Content-Type": "application/json"})
+                                                       headers=forward_headers(request.headers))
                 except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as exc:
                     self.pool.eject(replica, f"{type(exc).__name__} on {request.path}")
                     continue  # it never started there
@@ -298,6 +298,16 @@ def build_app(pool: ReplicaPool, config: RouterConfig) -> web.Application:
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+TRACE_HEADERS = ("traceparent", "tracestate")  # W3C trace context: the replica's span joins the client's trace
+
+
+def forward_headers(client_headers) -> dict[str, str]:
+    """The headers a replica gets: JSON, and the client's W3C trace context where it sent one."""
+    headers = {"Content-Type": "application/json"}
+    headers.update({name: client_headers[name] for name in TRACE_HEADERS if name in client_headers})
+    return headers
 
 
 @contextlib.contextmanager
