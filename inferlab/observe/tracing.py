@@ -71,6 +71,27 @@ def tracer_provider(service_name: str, traces_file: str | None = None, otlp_endp
     return provider
 
 
+def meter_provider(metrics_file: str | None = None, otlp_endpoint: str | None = None, interval_s: float = 10.0):
+    """An OpenTelemetry MeterProvider for the `gen_ai.server.*` histograms: JSON lines appended to
+    `metrics_file` every `interval_s` (and at shutdown), and/or OTLP/HTTP to a collector."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+
+    readers = []
+    if metrics_file:
+        stream = open(metrics_file, "a", encoding="utf-8")  # closed by the exporter's shutdown
+        readers.append(PeriodicExportingMetricReader(
+            ConsoleMetricExporter(out=stream, formatter=lambda data: data.to_json(indent=None) + "\n"),
+            export_interval_millis=interval_s * 1000))
+    endpoint = otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if endpoint:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint.rstrip("/") + "/v1/metrics"),
+                                                     export_interval_millis=interval_s * 1000))
+    return MeterProvider(metric_readers=readers)
+
+
 def read_spans(path: str) -> list[dict]:
     """The spans a `traces_file` holds, as dicts (OTel's JSON form)."""
     with open(path, encoding="utf-8") as f:
@@ -93,7 +114,7 @@ class RequestTracer:
         self.tracer = provider.get_tracer("inferlab.observe.tracing")
         self._expected: dict[str, tuple[Context, str]] = {}
         self._lock = threading.Lock()
-        self._histograms = None
+        self._histograms, self._meter_provider = None, meter_provider
         if meter_provider is not None:
             meter = meter_provider.get_meter("inferlab.observe.tracing")
             self._histograms = (meter.create_histogram("gen_ai.server.time_to_first_token", "s"),
@@ -150,6 +171,8 @@ class RequestTracer:
     def shutdown(self) -> None:
         self.provider.force_flush()
         self.provider.shutdown()
+        if self._meter_provider is not None:  # flushes the last gen_ai.server.* values
+            self._meter_provider.shutdown()
 
 
 def _wall_ns(clock: Callable[[], float]) -> Callable[[float], int]:

@@ -35,7 +35,7 @@ from aiohttp import web
 
 from inferlab.engine import EngineConfig, FinishReason, LLMEngine
 from inferlab.observe.exposition import CONTENT_TYPE, EngineMetrics
-from inferlab.observe.tracing import RequestTracer, parent_context, tracer_provider
+from inferlab.observe.tracing import RequestTracer, meter_provider, parent_context, tracer_provider
 from inferlab.serving.async_engine import AdmissionConfig, AsyncEngine, EngineDead, Overloaded
 from inferlab.serving.detokenize import Detokenizer
 from inferlab.serving.openai_api import ApiError, GenerationRequest, Limits, error_body, parse_chat, parse_completion
@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="step records kept in memory (-1: all)")
     parser.add_argument("--otel-traces-file", default=None,
                         help="write one OpenTelemetry span per request here (JSON lines)")
+    parser.add_argument("--otel-metrics-file", default=None,
+                        help="write the gen_ai.server.* histograms (TTFT, TPOT, duration) here every 10 s (JSON lines)")
     parser.add_argument("--otlp-endpoint", default=None,
                         help="also export spans over OTLP/HTTP to this collector (default: $OTEL_EXPORTER_OTLP_ENDPOINT)")
     add_engine_args(parser)
@@ -322,8 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack (a stuck server)
     print(f"serving {name} on http://{args.host}:{args.port}", flush=True)
     tracer = None
-    if args.otel_traces_file or args.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    otlp = args.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if args.otel_traces_file or args.otel_metrics_file or otlp:
         provider = tracer_provider(f"inferlab-serve:{args.port}", args.otel_traces_file, args.otlp_endpoint)
-        tracer = RequestTracer(name, provider, engine.clock)
+        meters = meter_provider(args.otel_metrics_file, args.otlp_endpoint) if args.otel_metrics_file or otlp else None
+        tracer = RequestTracer(name, provider, engine.clock, meter_provider=meters)
     web.run_app(build_app(engine, name, admission, tracer), host=args.host, port=args.port, print=None)
     return 0

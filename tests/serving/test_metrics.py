@@ -121,3 +121,26 @@ def test_one_span_per_request_child_of_the_clients_traceparent(tiny, tmp_path):
     assert [e["name"] for e in first["events"]] == ["queued", "scheduled", "first_token", "finished"]
     assert first["kind"] == "SpanKind.SERVER"
     json.dumps(spans)  # plain JSON all the way down
+
+
+def test_gen_ai_server_histograms_record_ttft_tpot_and_duration(tiny, tmp_path):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    engine = LLMEngine(tiny, EngineConfig(max_num_seqs=4, max_num_batched_tokens=256, num_kv_blocks=64,
+                                          max_model_len=256))
+    tracer = RequestTracer("tiny", tracer_provider("test", str(tmp_path / "spans.jsonl")), engine.clock,
+                           meter_provider=MeterProvider(metric_readers=[reader]))
+    with serve(engine, tracer=tracer) as s:
+        post_all(s.base, [{"model": "tiny", "prompt": [5, 6, 7], "max_tokens": 5, "ignore_eos": True}] * 3)
+        records = list(s.engine.finished)
+    points = {m.name: m.data.data_points[0] for rm in reader.get_metrics_data().resource_metrics
+              for sm in rm.scope_metrics for m in sm.metrics}
+    assert set(points) == {"gen_ai.server.time_to_first_token", "gen_ai.server.time_per_output_token",
+                           "gen_ai.server.request.duration"}
+    assert all(p.count == 3 for p in points.values())
+    ttft = points["gen_ai.server.time_to_first_token"]
+    want = sum(r.token_times_s[0] - r.arrival_time_s for r in records)
+    assert ttft.sum == pytest.approx(want, rel=1e-6)
+    assert dict(ttft.attributes) == {"gen_ai.operation.name": "text_completion", "gen_ai.request.model": "tiny"}
