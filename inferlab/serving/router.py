@@ -14,7 +14,8 @@ replica's 429/503) is retried on a replica it has not tried; a refused connectio
 the replica at once, and the health checker (`serving/replicas.py`) ejects one whose
 /health fails twice in a row. No healthy replica: 503 naming each replica and why.
 Routes besides the two above: GET /v1/models (from a healthy replica), GET /health,
-GET /router/stats (replicas, queue, tenants, retries).
+GET /router/stats (replicas, queue, tenants, retries), GET /metrics (Prometheus:
+answers by status, retries, refusals, each replica's health and load; `observe/router_exposition.py`).
 
     inferlab route --replica http://127.0.0.1:8001 --replica http://127.0.0.1:8002 --policy prefix-load
 """
@@ -36,6 +37,8 @@ from typing import Any, Iterator
 import aiohttp
 from aiohttp import web
 
+from inferlab.observe.router_exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from inferlab.observe.router_exposition import RouterMetrics
 from inferlab.policies import route as routes
 from inferlab.policies.route import RouteContext, Router, prompt_block_hashes
 from inferlab.policies.shape import SHAPERS, AdmitContext, Queued, Shaper, TenantLimits, admit, parse_tenants
@@ -227,6 +230,7 @@ class HttpRouter:
 
     async def _cut(self, request: web.Request, resp: web.StreamResponse, url: str) -> None:
         """End an answer its replica abandoned: an SSE error event, or a dropped connection."""
+        request[CUT] = True  # counted as code="cut" in /metrics, not as the 200 it started as
         if resp.content_type == "text/event-stream":
             message = f"replica {url} failed while answering; the request was cut off"
             await resp.write(f"data: {json.dumps(error_body(502, message))}\n\n".encode())
@@ -240,6 +244,27 @@ class HttpRouter:
                 "num_in_flight": self.gate.num_in_flight, "num_requests": self.stats.num_requests,
                 "num_retries": self.stats.num_retries, "num_refused": self.stats.num_refused,
                 "requests_per_tenant": self.stats.per_tenant}
+
+
+CUT = web.RequestKey("cut", bool)  # set on a request whose replica abandoned its answer
+
+
+def counting(metrics: RouterMetrics):
+    """Middleware counting every answer to a client by status (outermost: sees the final status)."""
+
+    @web.middleware
+    async def count(request: web.Request, handler) -> web.StreamResponse:
+        if request.method != "POST":
+            return await handler(request)
+        try:
+            resp = await handler(request)
+        except BaseException:
+            metrics.requests.labels(code="cut" if request.get(CUT) else "500").inc()
+            raise
+        metrics.requests.labels(code="cut" if request.get(CUT) else str(resp.status)).inc()
+        return resp
+
+    return count
 
 
 @web.middleware
@@ -260,8 +285,9 @@ async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
 
 
 def build_app(pool: ReplicaPool, config: RouterConfig) -> web.Application:
-    app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY_BYTES)
     router = HttpRouter(pool, config)
+    metrics = RouterMetrics(router.stats_json)
+    app = web.Application(middlewares=[counting(metrics), openai_errors], client_max_size=MAX_BODY_BYTES)
     app[ROUTER] = router
 
     async def on_startup(_app: web.Application) -> None:
@@ -294,7 +320,11 @@ def build_app(pool: ReplicaPool, config: RouterConfig) -> web.Application:
     app.router.add_post("/v1/chat/completions", router.handle)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    async def prometheus(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
     app.router.add_get("/router/stats", stats)
+    app.router.add_get("/metrics", prometheus)
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app

@@ -123,6 +123,9 @@ def test_bad_input_gets_a_named_error_while_others_carry_on(replicas) -> None:
 
     with router(replicas, RouterConfig(round_robin, tenants=tenants)) as (base, _):
         asyncio.run(go(base))
+        exposed = _scrape(base)
+    counts = {dict(labels)["code"]: v for (name, labels), v in exposed.items() if name == "inferlab_router_requests_total"}
+    assert counts == {"400": 2, "403": 2, "200": 5, "429": 1}, counts
 
 
 def test_no_healthy_replica_is_a_503_naming_it() -> None:
@@ -199,6 +202,7 @@ def test_killed_replica_is_ejected_and_unstarted_requests_are_not_lost(replicas)
         with router(urls, RouterConfig(round_robin), health_interval_s=0.5) as (base, app):
             results, on_victim, killed_at = asyncio.run(go(base, app))
             stats = app[ROUTER].stats_json()
+            exposed = _scrape(base)
             state = next(r for r in app[ROUTER].pool.replicas if r.url == victim)
             assert not state.is_healthy and state.ejected_at_s - killed_at < 5.0
     # a request cut off mid-stream on the victim ends without [DONE]; every other one completes
@@ -208,3 +212,21 @@ def test_killed_replica_is_ejected_and_unstarted_requests_are_not_lost(replicas)
     assert len(results) - len(complete) <= on_victim
     assert len(complete) >= 40 - on_victim
     assert all("cut off" in r[1] for r in results if r not in complete)  # told, not left hanging
+    # /metrics tells the clients' side: complete answers as 200, the abandoned streams as "cut"
+    assert exposed[("inferlab_router_requests_total", (("code", "200"),))] == len(complete)
+    assert exposed.get(("inferlab_router_requests_total", (("code", "cut"),)), 0) == len(results) - len(complete)
+    assert exposed[("inferlab_router_replica_healthy", (("replica", victim),))] == 0
+    assert exposed[("inferlab_router_replica_ejections_total", (("replica", victim),))] >= 1
+    assert exposed[("inferlab_router_retries_total", ())] == stats["num_retries"]
+
+
+def _scrape(base: str) -> dict:
+    """{(sample name, sorted labels): value} from the router's /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
