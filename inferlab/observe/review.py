@@ -71,7 +71,7 @@ def histogram_samples(records: Sequence[RequestRecord], replica_of: Sequence[int
     return out
 
 
-def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
+def bucket_quantile(q: float, buckets: dict[float, float]) -> float:
     """Prometheus's `histogram_quantile` of one histogram: {upper bound: cumulative count}."""
     bounds = sorted(buckets)
     if not bounds or not math.isinf(bounds[-1]):
@@ -144,8 +144,8 @@ def prometheus_review(samples: Sequence[Sample], slo: SLO, duration: float) -> d
     return {"num_requests": n, "output_tokens": tokens, "ttft_attainment": a, "tpot_attainment": b,
             "slo_attainment": lower, "slo_attainment_max": upper,
             "goodput_rps": lower * n / duration, "goodput_rps_max": upper * n / duration,
-            "ttft_p50_s": histogram_quantile(0.5, ttft), "ttft_p99_s": histogram_quantile(0.99, ttft),
-            "tpot_p50_s": histogram_quantile(0.5, tpot), "tpot_p99_s": histogram_quantile(0.99, tpot)}
+            "ttft_p50_s": bucket_quantile(0.5, ttft), "ttft_p99_s": bucket_quantile(0.99, ttft),
+            "tpot_p50_s": bucket_quantile(0.5, tpot), "tpot_p99_s": bucket_quantile(0.99, tpot)}
 
 
 def _bucket_of(value: float, bounds: Sequence[float]) -> tuple[float, float]:
@@ -157,7 +157,7 @@ def _bucket_of(value: float, bounds: Sequence[float]) -> tuple[float, float]:
     return lower, math.inf
 
 
-def disagreements(from_records: dict[str, float], from_prometheus: dict[str, float], rel_tol: float = 1e-6) -> list[str]:
+def review_disagreements(from_records: dict[str, float], from_prometheus: dict[str, float], rel_tol: float = 1e-6) -> list[str]:
     """Where the two reviews disagree (empty: they agree). Counts and per-SLI attainments must be equal;
     each quantile from Prometheus must lie in the bucket holding the records' one; the joint attainment
     and goodput from records must lie within Prometheus's bounds."""
