@@ -524,6 +524,11 @@ for _seed in (pick([1, 2, 4], [1, 2])):
 # The review is computed from the live records **and** from the real Prometheus, compared, and written
 # with plots and the fleet review of 1.6 to **one HTML report**, `build/capstone/report.html`
 # (`inferlab.observe.report`). Skipped while autograding.
+#
+# Live, the counts and SLIs agree exactly, but a quantile may fall outside the records' bucket: the
+# client times TTFT from *sending* the request (through the router and HTTP), each replica from *receiving*
+# it. Measured here (2-core VM, 69 requests): client p50 TTFT 22 ms, Prometheus 19 ms, in the bucket below.
+# Which one does your SLO promise? Say it in your review.
 
 # %%
 def my_router(ctx):
