@@ -1,8 +1,8 @@
 # %% [markdown]
 # # Capstone: a distributed inference pipeline, its metrics review, and an incident tabletop
 #
-# **Module MOD-526, Distributed Inference & Scaling.** Objectives served: O1 *"Design and evaluate
-# parallelism strategies for large-model inference"* (the layout for a GPU budget), O2 *"Implement
+# **Module MOD-526, Distributed Inference & Scaling.** Objectives served: O1 *"Architect multi-GPU and
+# multi-node inference with tensor, sequence and pipeline parallelism"* (the layout for a GPU budget), O2 *"Implement
 # continuous batching, dynamic routing, and autoscaling strategies tied to performance KPIs"* (your
 # router and autoscaler on a trace you have never seen), O3 *"Instrument distributed inference for
 # observability and incident response coordination"* (the metrics review from Prometheus, the tabletop).
