@@ -800,8 +800,9 @@ for _i, (_f, _r, _s, _seed) in enumerate([("paused", 1, 70.0, 11), ("network_lat
 #
 # The same exercise against the running stack with lab 6's chaos tooling: the Chaos Toolkit experiment
 # `kill-replica` (two replicas behind fault-injection proxies, Prometheus with the SLO rules, a steady
-# client load) kills replica 1. Read its series as injects: print them every 5 s, and log your decisions
-# as you would in the room. Skipped while autograding.
+# client load) kills replica 1. Its Prometheus series are replayed as injects every 5 s; log your
+# decisions as you would in the room, compare your detection with the alerts' firing times, and write the
+# backlog with your Exercise 8. Skipped while autograding.
 
 # %%
 if run_demo("the live tabletop: a chaos experiment kills a replica (~1 min)"):
@@ -811,9 +812,20 @@ if run_demo("the live tabletop: a chaos experiment kills a replica (~1 min)"):
     experiment["method"][0]["pauses"]["after"] = pick(20, 8)
     report = run_experiment(experiment, warmup_s=pick(8.0, 5.0), recovery_s=pick(10.0, 5.0))
     print(format_row(report))
-    up = report["series"]["up"]
-    for k in range(0, len(up), 5):
-        print(f"inject at {up[k][0]:5.1f} s: up = {up[k][1]:.0f}")
+    up, rate = dict(report["series"]["up"]), dict(report["series"]["requests_per_s"])
+    live_log = []  # your decisions, as in the room: here, the first replica whose scrapes fail
+    for t in sorted(up)[::5]:  # an inject every 5 s of Prometheus's series (s since the stack started)
+        print(f"inject at {t:5.1f} s: {up[t]:.0f} replicas up, {rate.get(t, math.nan):.1f} requests/s")
+        if up[t] < 2 and not live_log:
+            live_log += [{"t_s": t, "action": "detect", "note": "a replica's scrapes fail"},
+                         {"t_s": t, "action": "diagnose", "fault": "replica_down", "replica": 1,
+                          "note": "up = 0 and its clients are refused"},
+                         {"t_s": t, "action": "mitigate", "note": "drain replica 1, restart it"}]
+    print("alerts, seconds after the fault began:", report["alerts"])
+    print("events, seconds after the fault began:", report["events"])
+    for e in live_log:
+        print(e)
+    print(yaml.safe_dump(tabletop_backlog([{**e, "phase": 0} for e in live_log]), sort_keys=False))
 
 # %% [markdown]
 # ## 2.4 The postmortem (graded by hand, 4 points)
