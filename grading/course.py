@@ -23,6 +23,7 @@ LIMITS_S: dict[str, tuple[float, float]] = {
     "lab3_batching": (300.0, 1200.0),
     "lab4_routing": (300.0, 1200.0),
     "lab5_autoscaling": (600.0, 2400.0),
+    "capstone": (300.0, 1200.0),
 }
 DEFAULT_LIMITS_S = (600.0, 2400.0)
 

@@ -67,6 +67,20 @@ REFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
                    "inferlab.observe.slo.rule_groups", "inferlab.observe.slo.rules_yaml"),
         "diagnose": ("inferlab.observe.snapshots.reference_diagnose",),
     },
+    "capstone": {
+        "layout": ("inferlab.costmodel.budget.cheapest_layout", "inferlab.costmodel.plan.choose_layout"),
+        "review_records": ("inferlab.observe.review.records_review", "inferlab.metrics.summarize"),
+        "review_prometheus": ("inferlab.observe.review.prometheus_review", "inferlab.observe.review.bucket_quantile"),
+        "agree": ("inferlab.observe.review.review_disagreements",),
+        "fleet": ("inferlab.observe.review.fleet_review",),
+        "autoscaler": (
+            "inferlab.policies.autoscale.hpa_policy", "inferlab.policies.autoscale.kpa_policy",
+            "inferlab.policies.autoscale.ray_default_policy", "inferlab.policies.autoscale.make_oracle_policy",
+            "inferlab.policies.autoscale.static_max_policy", "inferlab.policies.slo_aware.slo_aware_policy",
+        ),
+        "tabletop": ("inferlab.observe.snapshots.reference_diagnose", "inferlab.observe.tabletop.page_time_s",
+                     "inferlab.observe.tabletop.check_log"),
+    },
 }
 
 # lab -> test grade id -> answer grade id, where "the last answer cell above" is not the right owner
