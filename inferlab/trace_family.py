@@ -114,7 +114,8 @@ def minute_profile(kind: TraceKind, num_minutes: int, rng: np.random.Generator) 
     shape *= np.exp(rng.normal(0, kind.jitter, m))  # per-minute jitter
     ramp = math.exp(rng.uniform(-1, 1) * math.log(kind.max_ramp))  # end/start ratio in [1/max, max]
     shape *= np.geomspace(1.0, ramp, m)  # diurnal ramp across the hour
-    for minute in rng.choice(m, int(rng.integers(kind.num_bursts[0], kind.num_bursts[1] + 1)), replace=False):
+    num_bursts = min(m, int(rng.integers(kind.num_bursts[0], kind.num_bursts[1] + 1)))  # short traces: fewer
+    for minute in rng.choice(m, num_bursts, replace=False):
         shape[minute] *= rng.uniform(1.5, 2.5)
     shape /= shape.mean()
     peak_minute = int(np.argmax(shape))

@@ -43,6 +43,11 @@ def test_published_statistics_hold_across_draws(kind):
     assert np.mean(rates) == pytest.approx(spec.requests_per_minute, rel=0.1)
 
 
+def test_the_shortest_traces_draw_too():
+    for kind in KINDS:
+        assert generate(TraceSpec(kind, 0, 1, num_minutes=5))
+
+
 def test_rate_scale_multiplies_the_load_and_rotation_moves_the_peak():
     one = generate(TraceSpec("smooth", 1, 1, 20))
     ten = generate(TraceSpec("smooth", 1, 10, 20))
