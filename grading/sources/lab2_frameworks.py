@@ -115,18 +115,19 @@ from inferlab.frameworks.tensorrt_llm import GPU_COMMANDS
 
 print(GPU_COMMANDS)
 reason = framework("tensorrt_llm").skip_reason()
-if reason:
-    print(f"SKIPPED: {reason}")
-elif run_demo("serve the tiny checkpoint with TensorRT-LLM and measure it"):
-    import asyncio
+if run_demo("serve the tiny checkpoint with TensorRT-LLM and measure it"):
+    if reason:
+        print(f"SKIPPED: {reason}")
+    else:
+        import asyncio
 
-    from inferlab.serving.loadgen import run_load
-    from inferlab.bench.frameworks import workload as sweep_workload
+        from inferlab.serving.loadgen import run_load
+        from inferlab.bench.frameworks import workload as sweep_workload
 
-    with framework("tensorrt_llm").serve() as base:
-        trace, prompts = sweep_workload(8.0, 32, 128, 32, seed=0)
-        records, errors = asyncio.run(run_load(base, "tiny", trace, prompts))
-        print(f"TensorRT-LLM: {len(records)} ok, {len(errors)} failed")
+        with framework("tensorrt_llm").serve() as base:
+            trace, prompts = sweep_workload(8.0, 32, 128, 32, seed=0)
+            records, errors = asyncio.run(run_load(base, "tiny", trace, prompts))
+            print(f"TensorRT-LLM: {len(records)} ok, {len(errors)} failed")
 
 # %% [markdown]
 # ## 2. Triton's dynamic batcher
