@@ -683,7 +683,7 @@ def _correct(ctx, hold_s=300.0, target_utilization=0.7, fault=None):
     utilization = max(sum(metric_values(ctx, "kv_utilization")), sum(metric_values(ctx, "compute_utilization")))
     need = 0.0 if fault == "queue_only" else utilization / target_utilization
     if sum(metric_values(ctx, "num_waiting_requests")) > 4 * max(ctx.current_num_replicas, 1) and starting == 0:
-        need = max(need, 2 * current)
+        need = max(need, 2.0 * current)  # short of capacity: double
     history = [r for r in state.get("history", []) if now - r[0] <= hold_s] + [[now, need]]
     state["history"] = history
     up = math.ceil(1.25 * need)
