@@ -165,7 +165,7 @@ def real_runs(args: argparse.Namespace) -> dict:
                 before = _hits(urls)
                 with router_thread(urls, RouterConfig(policies[name], seed=rnd)) as (base, _):
                     records, errors = asyncio.run(run_load(base, "tiny", trace, prompts, True, 300.0,
-                                                           [{"X-Session-Id": r.session_key} for r in trace]))
+                                                           headers=[{"X-Session-Id": r.session_key} for r in trace]))
                 num_blocks = sum(len(r.block_hashes) for r in trace)
                 ttft = [ttft_s(r) for r in records]
                 results[name].append({"p99_ttft_s": _p(ttft, 99), "mean_ttft_s": float(np.mean(ttft)),

@@ -116,7 +116,7 @@ async def _one_triton(session: aiohttp.ClientSession, url: str, req: TraceReques
 
 
 async def run_load(base_url: str, model: str, workload: list[TraceRequest], prompts: list[list[int]],
-                   ignore_eos: bool = True, timeout_s: float = 600.0,
+                   ignore_eos: bool = True, timeout_s: float = 600.0, *,
                    headers: list[dict[str, str]] | None = None,
                    protocol: str = "openai") -> tuple[list[RequestRecord], list[str]]:
     """Send every request at its arrival time; returns (records of successes, error messages).
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = args.model or asyncio.run(_first_model(args.base_url))
     records, errors = asyncio.run(run_load(args.base_url, model, workload, prompts, not args.no_ignore_eos,
-                                           args.timeout_s, args.protocol))
+                                           args.timeout_s, protocol=args.protocol))
     summary = summarize(records).to_dict() if records else None
     if summary:
         print(format_table(summary))

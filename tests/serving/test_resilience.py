@@ -121,6 +121,8 @@ def test_admission_answers_429_with_retry_after(tiny):
     config = EngineConfig(max_num_seqs=1, max_num_batched_tokens=128, block_size=8, num_kv_blocks=128,
                           max_model_len=512)
     engine = LLMEngine(tiny, config)
+    step = engine.step
+    engine.step = lambda: (time.sleep(0.01), step())[1]  # 480 tokens last ~5 s however fast the machine is
     with serve(engine, admission=AdmissionConfig(max_waiting=1, max_waiting_tokens=100, retry_after_s=2)) as s:
         long_body = b'{"prompt": [1, 2, 3], "max_tokens": 480, "ignore_eos": true}'
         running = _raw_post(s.base, long_body)
