@@ -1,11 +1,11 @@
-"""One `inferlab grade` batch over lab 0: honest students, the blank, every mutant and every attack.
+"""One `inferlab grade` batch over lab 0: honest students, the blank, two mutants and every attack.
 
 The class (grading/attacks/classroom.py + hostile.py) is graded by the real CLI in a subprocess,
 two sandboxes at a time, with a secret in the grader's environment, a TCP port open on the
 grader's loopback, and this test holding an exclusive lock on the course gradebook for a while
 (a lock must delay merges, not abort the batch). Then: the honest students (before and after the
-attacks) and the solution get full marks, the blank and every attack get 0, every mutant loses
-the cells it must, every submission has a row, what the attacks printed says "blocked", and
+attacks) and the solution get full marks, the blank and every attack get 0, the mutants lose
+the cells they must, every submission has a row, what the attacks printed says "blocked", and
 nothing they tried is left on the host (files, processes, gradebook rows, triggers).
 """
 
@@ -72,7 +72,12 @@ def batch(tmp_path_factory):
     knows = hostile.Knowledge(course_db=str(course_db), repo=str(REPO), port=listener.getsockname()[1])
     honest, must_lose = classroom.honest_class(LAB)
     attacks = hostile.hostile_class(LAB, classroom.release_of(LAB), classroom.solution_answers(LAB), knows)
-    students = {**attacks, "blank": honest["blank"], **{k: v for k, v in honest.items() if k.startswith("mutant-")}}
+    # Every mutant is proved in the round trip (tests/notebooks/test_roundtrip.py); here two of them (the
+    # first and the last) show that the sandboxed CLI grades per cell as the round trip does.
+    mutants = sorted(k for k in honest if k.startswith("mutant-"))
+    mutants = mutants[:1] + mutants[-1:] if len(mutants) > 1 else mutants
+    must_lose = {k: must_lose[k] for k in mutants}
+    students = {**attacks, "blank": honest["blank"], **{k: honest[k] for k in mutants}}
     config = classroom.make_course(LAB, course, students)
     stop, held = threading.Event(), []
     locker = threading.Thread(target=_hold_lock, args=(course_db, 20.0, stop, held), daemon=True)
