@@ -46,6 +46,8 @@ class RouteContext:
         num_pending_prefill_tokens: per candidate replica, prompt tokens sent to it whose
             prefill has not finished (default: zeros).
         block_size: tokens per hashed block.
+        num_waiting: per candidate replica, requests the replica itself reports queued (the real
+            router reads its /metrics; the simulator its waiting queue; default: zeros).
     """
 
     num_outstanding: Sequence[int]
@@ -59,6 +61,7 @@ class RouteContext:
     replica_ids: Sequence[Hashable] = ()
     num_pending_prefill_tokens: Sequence[int] = ()
     block_size: int = DEFAULT_BLOCK_SIZE
+    num_waiting: Sequence[int] = ()
 
     def __post_init__(self) -> None:
         n = len(self.num_outstanding)
@@ -68,7 +71,9 @@ class RouteContext:
             self.replica_ids = tuple(range(n))
         if not self.num_pending_prefill_tokens:
             self.num_pending_prefill_tokens = (0,) * n
-        for name in ("kv_utilization", "replica_ids", "num_pending_prefill_tokens"):
+        if not self.num_waiting:
+            self.num_waiting = (0,) * n
+        for name in ("kv_utilization", "replica_ids", "num_pending_prefill_tokens", "num_waiting"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"RouteContext.{name} has {len(getattr(self, name))} entries, "
                                  f"num_outstanding has {n}")

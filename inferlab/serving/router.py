@@ -6,7 +6,8 @@ not list it) -> its token buckets (`policies.shape.admit`: 429 + Retry-After) ->
 with `--max-outstanding-per-replica`, requests beyond the fleet's slots wait in a bounded
 queue (429 + Retry-After when full) and a shaper (`fcfs`, `priority`, `vtc`) picks who goes
 next -> a routing policy (`policies.route`, the same functions the simulator runs) picks a
-healthy replica -> the request is forwarded and its answer, SSE streams included, passes
+healthy replica, seeing the router's own counts (outstanding, pending prefill) and what the
+health loop last read from each replica's /metrics (queued requests, KV cache usage) -> the request is forwarded and its answer, SSE streams included, passes
 through byte for byte.
 
 A request that never started (connection refused or reset before any response, or a
@@ -134,10 +135,10 @@ class HttpRouter:
 
     def _pick(self, candidates: list[Replica], num_tokens: int, hashes: tuple[int, ...],
               session_key: str | None) -> Replica:
-        ctx = RouteContext([r.num_outstanding for r in candidates], [0.0] * len(candidates), num_tokens,
-                           self.policy_state, self.rng, hashes, session_key, time.monotonic(),
+        ctx = RouteContext([r.num_outstanding for r in candidates], [r.kv_utilization for r in candidates],
+                           num_tokens, self.policy_state, self.rng, hashes, session_key, time.monotonic(),
                            tuple(r.url for r in candidates), tuple(r.num_pending_prefill_tokens for r in candidates),
-                           self.config.block_size)
+                           self.config.block_size, tuple(r.num_waiting for r in candidates))
         index, self.policy_state = self.config.policy(ctx)
         if not 0 <= index < len(candidates):
             raise ApiError(500, f"the routing policy returned index {index} for {len(candidates)} replicas")

@@ -164,7 +164,8 @@ class Cluster:
                            self.route_state, self.rng, request.block_hashes, request.session_key, now,
                            tuple(n.replica.replica_id for n in nodes),
                            _PendingPrefill(nodes),
-                           self.config.replica.block_size)
+                           self.config.replica.block_size,
+                           [len(n.replica.waiting) for n in nodes])
         index, self.route_state = self.router(ctx)
         if not 0 <= index < len(nodes):
             raise ValueError(f"router {getattr(self.router, '__name__', self.router)} returned index {index} "
