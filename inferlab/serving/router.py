@@ -64,6 +64,7 @@ class RouterConfig:
     tenants: dict[str, TenantLimits] | None = None  # None: any tenant, no limits
     max_outstanding_per_replica: int | None = None  # None: no gate, requests go straight to a replica
     max_queue: int = 1024
+    max_tenant_share: float | None = None  # with the gate: share of its slots one tenant may hold
     tenant_header: str = "X-Tenant"
     session_header: str = "X-Session-Id"
     block_size: int = routes.DEFAULT_BLOCK_SIZE
@@ -74,6 +75,10 @@ class RouterConfig:
             raise ValueError(f"max_outstanding_per_replica must be >= 1, got {self.max_outstanding_per_replica}")
         if self.max_queue < 0 or self.block_size < 1:
             raise ValueError("max_queue must be >= 0 and block_size >= 1")
+        if self.max_tenant_share is not None and (self.max_outstanding_per_replica is None
+                                                  or not 0 < self.max_tenant_share <= 1):
+            raise ValueError(f"max_tenant_share must be in (0, 1] and needs max_outstanding_per_replica, "
+                             f"got {self.max_tenant_share}")
 
 
 def prompt_features(body: dict, block_size: int) -> tuple[int, tuple[int, ...]]:
@@ -112,7 +117,7 @@ class HttpRouter:
         self.policy_state: dict[str, Any] = {}
         self.admit_state: dict[str, Any] = {}
         self.rng = random.Random(config.seed)
-        self.gate = Gate(config.shaper, self._capacity, config.max_queue)
+        self.gate = Gate(config.shaper, self._capacity, config.max_queue, config.max_tenant_share)
         self.stats = Stats()
         self.session: aiohttp.ClientSession | None = None
 
@@ -168,7 +173,7 @@ class HttpRouter:
         try:
             return await self._forward(request, raw, num_tokens, hashes, request.headers.get(self.config.session_header))
         finally:
-            self.gate.leave()
+            self.gate.leave(tenant)
 
     async def _forward(self, request: web.Request, raw: bytes, num_tokens: int, hashes: tuple[int, ...],
                        session_key: str | None) -> web.StreamResponse:
@@ -392,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-outstanding-per-replica", type=int, default=None,
                         help="requests in flight per replica before the router queues (default: no queue)")
     parser.add_argument("--max-queue", type=int, default=1024)
+    parser.add_argument("--max-tenant-share", type=float, default=None,
+                        help="with --max-outstanding-per-replica: the share (0-1] of the fleet's slots one tenant "
+                             "may hold, keeping the rest free for the others")
     parser.add_argument("--health-interval-s", type=float, default=1.0)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
@@ -405,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             policy = routes.make_prefix_load(args.max_pending_prefill_tokens)
         config = RouterConfig(policy, SHAPERS[args.shaper],
                               parse_tenants(args.tenants) if args.tenants else None,
-                              args.max_outstanding_per_replica, args.max_queue, seed=args.seed)
+                              args.max_outstanding_per_replica, args.max_queue, args.max_tenant_share,
+                              seed=args.seed)
         pool = ReplicaPool(args.replica, health_interval_s=args.health_interval_s)
     except ValueError as exc:
         parser.error(str(exc))

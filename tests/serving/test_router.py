@@ -153,6 +153,32 @@ def test_vtc_serves_a_light_tenant_ahead_of_a_flood(replicas) -> None:
     assert done.index("light") < 6  # FCFS would finish it last (13th)
 
 
+def test_tenant_share_keeps_a_slot_free_for_a_light_tenant(replicas) -> None:
+    """With max_tenant_share 0.5 of 2 slots the flood holds one; the light request starts at once."""
+    config = RouterConfig(round_robin, SHAPERS["vtc"], max_outstanding_per_replica=1, max_tenant_share=0.5)
+
+    async def go(base, rt):
+        done: list[str] = []
+        in_flight: list[dict] = []
+
+        async def one(tenant, i, delay):
+            await asyncio.sleep(delay)
+            if tenant == "light":
+                in_flight.append(dict(rt.gate.num_in_flight_by_tenant))
+            status, _, _ = await _post(s, base, _completion(i, max_tokens=48), {"X-Tenant": tenant})
+            assert status == 200
+            done.append(tenant)
+
+        async with aiohttp.ClientSession() as s:
+            await asyncio.gather(*(one("heavy", i, 0.0) for i in range(6)), one("light", 99, 0.3))
+        return done, in_flight
+
+    with router_thread(replicas, config) as (base, rt):
+        done, in_flight = asyncio.run(go(base, rt))
+    assert in_flight[0].get("heavy") == 1, in_flight  # the flood never held both slots
+    assert done.index("light") <= 1, done  # it started beside the one heavy request in flight
+
+
 def test_killed_replica_is_ejected_and_unstarted_requests_are_not_lost(replicas) -> None:
     with server_process(REPLICA_ARGS) as (victim, proc):
         urls = [*replicas, victim]
