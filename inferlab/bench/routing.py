@@ -163,6 +163,60 @@ def _hits(urls: list[str]) -> int:
     return total
 
 
+ECOSYSTEM_POLICIES = {"vllm-router power_of_two": "power_of_two", "vllm-router cache_aware": "cache_aware"}
+
+
+@contextlib.contextmanager
+def vllm_router_process(binary: str, urls: list[str], policy: str, startup_timeout_s: float = 60.0):
+    """`vllm-router` (PyPI, Rust: the vLLM project's router) in front of `urls`; yields its base URL."""
+    import subprocess
+    import tempfile
+
+    from inferlab.bench.serverproc import free_port
+
+    port = free_port()
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--policy", policy,
+                             "--worker-urls", *urls, "--log-level", "warning"], stdout=log, stderr=log, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + startup_timeout_s
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"vllm-router exited with {proc.returncode}: {log.read()[-2000:]}")
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > end:
+                log.seek(0)
+                raise RuntimeError(f"vllm-router did not answer /health within {startup_timeout_s:.0f} s: "
+                                   f"{log.read()[-2000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except Exception:
+            proc.kill()
+
+
+def find_vllm_router(path: str | None) -> str | None:
+    """The `vllm-router` binary: `path`, else on PATH, else build/vr (a venv `pip install vllm-router` made)."""
+    import shutil
+
+    from inferlab.paths import REPO_ROOT
+
+    for candidate in (path, shutil.which("vllm-router"), str(REPO_ROOT / "build" / "vr" / "bin" / "vllm-router")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
 def real_runs(args: argparse.Namespace) -> dict:
     from inferlab.bench.serverproc import server_process
     from inferlab.serving.loadgen import run_load
@@ -170,22 +224,29 @@ def real_runs(args: argparse.Namespace) -> dict:
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # replicas share the cores
     cfg = dataclasses.replace(SESSION_REUSE, max_prompt_tokens=384, output_tokens=(8, 24))  # --max-model-len 512
-    results: dict[str, list[dict]] = {p: [] for p in args.real_policies}
+    names = list(args.real_policies) + list(args.ecosystem_policies)
+    results: dict[str, list[dict]] = {p: [] for p in names}
     policies = dict(route.ROUTERS)
     policies["prefix-load"] = route.make_prefix_load(args.real_max_pending_prefill_tokens)
     with contextlib.ExitStack() as stack:
+        extra = ["--ignore-unknown-fields"] if args.ecosystem_policies else []  # vllm-router adds no_stop_trim
         urls = [stack.enter_context(server_process(["--max-num-seqs", "8", "--max-model-len", "512",
-                                                          "--served-model-name", "tiny"]))[0]
+                                                          "--served-model-name", "tiny", *extra]))[0]
                 for _ in range(args.num_replicas)]
         for rnd in range(args.rounds):
-            order = list(args.real_policies) if rnd % 2 == 0 else list(reversed(args.real_policies))
+            order = names if rnd % 2 == 0 else list(reversed(names))
             for i, name in enumerate(order):
                 trace, prompts = prefix_sharing_workload(args.real_requests, args.real_rate,
                                                          np.random.default_rng(1000 * rnd + i + 7), cfg)
                 before = _hits(urls)
-                with router_thread(urls, RouterConfig(policies[name], seed=rnd)) as (base, _):
+                front = vllm_router_process(args.vllm_router, urls, ECOSYSTEM_POLICIES[name]) \
+                    if name in ECOSYSTEM_POLICIES else router_thread(urls, RouterConfig(policies[name], seed=rnd))
+                with front as base:
+                    base = base if isinstance(base, str) else base[0]
                     records, errors = asyncio.run(run_load(base, "tiny", trace, prompts, True, 300.0,
                                                            headers=[{"X-Session-Id": r.session_key} for r in trace]))
+                if errors:
+                    print(f"  {name}: {len(errors)} failed, e.g. {errors[0]}", flush=True)
                 num_blocks = sum(len(r.block_hashes) for r in trace)
                 ttft = [ttft_s(r) for r in records]
                 results[name].append({"p99_ttft_s": _p(ttft, 99), "mean_ttft_s": float(np.mean(ttft)),
@@ -211,13 +272,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-max-pending-prefill-tokens", type=int, default=256,
                         help="prefix-load's threshold on the real (CPU) replicas")
     parser.add_argument("--no-real", action="store_true", help="simulator only")
+    parser.add_argument("--vllm-router", default=None,
+                        help="path of the vllm-router binary (pip install vllm-router); default: on PATH or "
+                             "build/vr/bin; measured beside inferlab route when found")
+    parser.add_argument("--real-policies", default=",".join(REAL_POLICIES),
+                        help="inferlab route policies run on the real replicas (comma-separated)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.num_replicas < 3 and not args.no_real:
         parser.error("--num-replicas must be >= 3")
     if args.quick:
         args.rounds, args.real_requests = 1, min(args.real_requests, 120)
-    args.real_policies = REAL_POLICIES
+    args.real_policies = [p for p in args.real_policies.split(",") if p]
+    unknown = [p for p in args.real_policies if p not in route.ROUTERS]
+    if unknown:
+        parser.error(f"unknown --real-policies {unknown}; known: {', '.join(route.ROUTERS)}")
+    args.vllm_router = find_vllm_router(args.vllm_router)
+    args.ecosystem_policies = list(ECOSYSTEM_POLICIES) if args.vllm_router else []
     started = time.perf_counter()
     n_sim = 8000 if args.quick else 40000
     balance = sim_balance(n_sim, args.seed)
@@ -260,16 +331,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['num_failed']:>7.0f}")
 
     def reduction(table: dict) -> dict:
+        if "least-outstanding" not in table:
+            return None
         base = table["least-outstanding"]["mean_ttft_s"]
-        return {n: 1.0 - table[n]["mean_ttft_s"] / base for n in ("prefix-aware", "prefix-load", "prefix-cost")
-                if n in table}
+        return {n: 1.0 - table[n]["mean_ttft_s"] / base for n in table
+                if n.startswith("prefix") or "cache_aware" in n}
 
     summary = {
         "p99_ttft_s": {"sim": {n: balance[n]["p99_ttft_s"] for n in BALANCE_POLICIES},
                        "real": {n: r["p99_ttft_s"] for n, r in real.items()}},
         "p99_ratio_rr_over_p2c": {"sim": balance["round-robin"]["p99_ttft_s"] / balance["power-of-two"]["p99_ttft_s"],
                                   "real": real["round-robin"]["p99_ttft_s"] / real["power-of-two"]["p99_ttft_s"]
-                                  if real else None},
+                                  if {"round-robin", "power-of-two"} <= set(real) else None},
         "mean_ttft_reduction_prefix_vs_least_outstanding": {"sim": reduction(prefix), "sim_skew": reduction(skewed),
                                                              "sim_system_prompts": reduction(sysprompt),
                                                              "real": reduction(real) if real else None},
