@@ -272,3 +272,14 @@ def _scrape(base: str) -> dict:
         text = r.read().decode()
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_unknown_fields_are_refused_unless_the_server_ignores_them() -> None:
+    """vllm-router adds `no_stop_trim`: refused by default (400 naming it), dropped with --ignore-unknown-fields."""
+    from inferlab.serving.openai_api import ApiError, Limits, parse_completion
+
+    body = {"prompt": [1, 2, 3], "max_tokens": 2, "no_stop_trim": True}
+    with pytest.raises(ApiError, match="no_stop_trim"):
+        parse_completion(body, Limits("m", 256, 64, 1024))
+    request = parse_completion(body, Limits("m", 256, 64, 1024, ignore_unknown_fields=True))
+    assert request.prompt_token_ids == [1, 2, 3] and request.params.max_tokens == 2
