@@ -222,25 +222,32 @@ def test_router_reads_replica_load_from_metrics_and_ejects_an_idle_dead_replica(
     """The health loop reads each replica's /metrics (KV usage, queued and running requests) into the
     state policies see; a replica killed while idle is ejected by /health alone within 5 s (default 1 s loop)."""
     seen: list[tuple] = []
+    holder: list = []
 
-    def spy(ctx):  # a policy that records what it is shown
-        seen.append((tuple(ctx.kv_utilization), tuple(ctx.num_waiting)))
+    def spy(ctx):  # a policy that records what it is shown beside what the router holds
+        held = tuple(r.kv_utilization for r in holder[0].pool.healthy()) if holder else ()
+        seen.append((tuple(ctx.kv_utilization), held, tuple(ctx.num_waiting)))
         return 0, ctx.policy_state
 
     with server_process(REPLICA_ARGS) as (victim, proc):
         with router_thread([*replicas, victim], RouterConfig(spy)) as (base, rt):
+            holder.append(rt)
+
             async def go():
                 async with aiohttp.ClientSession() as s:
                     busy = [asyncio.ensure_future(_post(s, base, _completion(i, max_tokens=200))) for i in range(6)]
-                    await asyncio.sleep(1.5)  # a health + scrape round while replica 0 holds the six
+                    scraped = 0.0
+                    while not scraped and not all(b.done() for b in busy):  # replica 0 holds the six
+                        await asyncio.sleep(0.1)
+                        scraped = max(r.kv_utilization for r in rt.pool.replicas)
                     probe = await _post(s, base, _completion(9))
-                    return probe, await asyncio.gather(*busy)
+                    return scraped, probe, await asyncio.gather(*busy)
 
-            probe, busy = asyncio.run(go())
+            scraped, probe, busy = asyncio.run(go())
             assert probe[0] == 200 and [b[0] for b in busy] == [200] * 6
-            state = rt.stats_json()["replicas"]
-            assert all(r["metrics_at_s"] is not None for r in state), state
-            assert any(max(kv) > 0 for kv, _ in seen), f"the policy never saw a replica's KV usage: {seen[-3:]}"
+            assert scraped > 0, "the router never read a busy replica's KV usage from its /metrics"
+            assert all(r["metrics_at_s"] is not None for r in rt.stats_json()["replicas"])
+            assert seen[-1][0] == seen[-1][1], seen[-1]  # the policy is shown what the router read
             proc.send_signal(signal.SIGKILL)
             killed_at = time.monotonic()
             victim_state = next(r for r in rt.pool.replicas if r.url == victim)
