@@ -166,59 +166,9 @@ def _hits(urls: list[str]) -> int:
 ECOSYSTEM_POLICIES = {"vllm-router power_of_two": "power_of_two", "vllm-router cache_aware": "cache_aware"}
 
 
-@contextlib.contextmanager
-def vllm_router_process(binary: str, urls: list[str], policy: str, startup_timeout_s: float = 60.0):
-    """`vllm-router` (PyPI, Rust: the vLLM project's router) in front of `urls`; yields its base URL."""
-    import subprocess
-    import tempfile
-
-    from inferlab.bench.serverproc import free_port
-
-    port = free_port()
-    log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--policy", policy,
-                             "--worker-urls", *urls, "--log-level", "warning"], stdout=log, stderr=log, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        end = time.monotonic() + startup_timeout_s
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"vllm-router exited with {proc.returncode}: {log.read()[-2000:]}")
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > end:
-                log.seek(0)
-                raise RuntimeError(f"vllm-router did not answer /health within {startup_timeout_s:.0f} s: "
-                                   f"{log.read()[-2000:]}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except Exception:
-            proc.kill()
-
-
-def find_vllm_router(path: str | None) -> str | None:
-    """The `vllm-router` binary: `path`, else on PATH, else build/vr (a venv `pip install vllm-router` made)."""
-    import shutil
-
-    from inferlab.paths import REPO_ROOT
-
-    for candidate in (path, shutil.which("vllm-router"), str(REPO_ROOT / "build" / "vr" / "bin" / "vllm-router")):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return None
-
-
 def real_runs(args: argparse.Namespace) -> dict:
     from inferlab.bench.serverproc import server_process
+    from inferlab.bench.vllm_router import vllm_router_process
     from inferlab.serving.loadgen import run_load
     from inferlab.serving.router import RouterConfig, router_thread
 
@@ -287,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in args.real_policies if p not in route.ROUTERS]
     if unknown:
         parser.error(f"unknown --real-policies {unknown}; known: {', '.join(route.ROUTERS)}")
+    from inferlab.bench.vllm_router import find_vllm_router
+
     args.vllm_router = find_vllm_router(args.vllm_router)
     args.ecosystem_policies = list(ECOSYSTEM_POLICIES) if args.vllm_router else []
     started = time.perf_counter()
@@ -351,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                             "real": {n: r["prefix_hit_rate"] for n, r in real.items()}},
         "prefix_load_vs_prefix_p99_skew": skewed["prefix-load"]["p99_ttft_s"] / skewed["prefix-aware"]["p99_ttft_s"],
         "prefix_cost_vs_prefix_p99_skew": skewed["prefix-cost"]["p99_ttft_s"] / skewed["prefix-aware"]["p99_ttft_s"],
-        "block_hit_ceiling": {"sessions": prefix["block_hit_ceiling"], "system_prompts": sysprompt["block_hit_ceiling"]},
+        "block_hit_ceiling": {"sessions": prefix["block_hit_ceiling"],
+                              "system_prompts": sysprompt["block_hit_ceiling"]},
         "fair_tenant_p99_ratio": {"vtc_share": fair["vtc_share"]["fair_tenant_p99_ratio"],
                                   "vtc": fair["vtc"]["fair_tenant_p99_ratio"],
                                   "fcfs": fair["fcfs"]["fair_tenant_p99_ratio"]},
