@@ -15,7 +15,7 @@ Floor 3 of inferlab. One run, side by side:
   load through the router's queue: FCFS, VTC, and VTC with `max_tenant_share` (no tenant
   holds more than 70% of the slots), with the heavy tenant's throughput each time.
 - real: `--num-replicas` (>= 3) `inferlab serve` processes (tiny model) behind `inferlab route`
-  (in-process), one client (`serving.loadgen`), the prefix-sharing workload per policy;
+  (its own process, as vllm-router when found), one client (`serving.loadgen`), the prefix-sharing workload per policy;
   policies alternate over `--rounds`, each run with a fresh workload seed so no policy
   inherits another's warm caches; medians over rounds.
 
@@ -168,16 +168,13 @@ ECOSYSTEM_POLICIES = {"vllm-router power_of_two": "power_of_two", "vllm-router c
 
 def real_runs(args: argparse.Namespace) -> dict:
     from inferlab.bench.serverproc import server_process
-    from inferlab.bench.vllm_router import vllm_router_process
+    from inferlab.bench.vllm_router import inferlab_route_process, vllm_router_process
     from inferlab.serving.loadgen import run_load
-    from inferlab.serving.router import RouterConfig, router_thread
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # replicas share the cores
     cfg = dataclasses.replace(SESSION_REUSE, max_prompt_tokens=384, output_tokens=(8, 24))  # --max-model-len 512
     names = list(args.real_policies) + list(args.ecosystem_policies)
     results: dict[str, list[dict]] = {p: [] for p in names}
-    policies = dict(route.ROUTERS)
-    policies["prefix-load"] = route.make_prefix_load(args.real_max_pending_prefill_tokens)
     with contextlib.ExitStack() as stack:
         extra = ["--ignore-unknown-fields"] if args.ecosystem_policies else []  # vllm-router adds no_stop_trim
         urls = [stack.enter_context(server_process(["--max-num-seqs", "8", "--max-model-len", "512",
@@ -190,9 +187,9 @@ def real_runs(args: argparse.Namespace) -> dict:
                                                          np.random.default_rng(1000 * rnd + i + 7), cfg)
                 before = _hits(urls)
                 front = vllm_router_process(args.vllm_router, urls, ECOSYSTEM_POLICIES[name]) \
-                    if name in ECOSYSTEM_POLICIES else router_thread(urls, RouterConfig(policies[name], seed=rnd))
+                    if name in ECOSYSTEM_POLICIES else inferlab_route_process(
+                        urls, name, rnd, args.real_max_pending_prefill_tokens if name == "prefix-load" else None)
                 with front as base:
-                    base = base if isinstance(base, str) else base[0]
                     records, errors = asyncio.run(run_load(base, "tiny", trace, prompts, True, 300.0,
                                                            headers=[{"X-Session-Id": r.session_key} for r in trace]))
                 if errors:
