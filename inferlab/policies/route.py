@@ -10,7 +10,8 @@ Shipped: round-robin, least-outstanding (join the shortest queue), power-of-two 
 affinity (consistent hash ring on a session key), prefix-aware (hash chain of the
 prompt's blocks against an approximate per-replica LRU index, as llm-d's approximate
 prefix scorer) and prefix-plus-load (stay on the cache-warm replica until its pending
-uncached prefill exceeds a threshold, then route by load).
+uncached prefill exceeds a threshold, then route by load) and prefix-cost (the replica with the
+least pending plus uncached prefill: Mooncake's estimated-TTFT choice).
 
 Replicas are named by `replica_ids` (stable across ejections and restarts): state that
 outlives one call (an index, a ring) is keyed by id, never by position.
@@ -45,6 +46,8 @@ class RouteContext:
         num_pending_prefill_tokens: per candidate replica, prompt tokens sent to it whose
             prefill has not finished (default: zeros).
         block_size: tokens per hashed block.
+        num_waiting: per candidate replica, requests the replica itself reports queued (the real
+            router reads its /metrics; the simulator its waiting queue; default: zeros).
     """
 
     num_outstanding: Sequence[int]
@@ -58,6 +61,7 @@ class RouteContext:
     replica_ids: Sequence[Hashable] = ()
     num_pending_prefill_tokens: Sequence[int] = ()
     block_size: int = DEFAULT_BLOCK_SIZE
+    num_waiting: Sequence[int] = ()
 
     def __post_init__(self) -> None:
         n = len(self.num_outstanding)
@@ -67,7 +71,9 @@ class RouteContext:
             self.replica_ids = tuple(range(n))
         if not self.num_pending_prefill_tokens:
             self.num_pending_prefill_tokens = (0,) * n
-        for name in ("kv_utilization", "replica_ids", "num_pending_prefill_tokens"):
+        if not self.num_waiting:
+            self.num_waiting = (0,) * n
+        for name in ("kv_utilization", "replica_ids", "num_pending_prefill_tokens", "num_waiting"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"RouteContext.{name} has {len(getattr(self, name))} entries, "
                                  f"num_outstanding has {n}")
@@ -231,6 +237,38 @@ def make_prefix_load(max_pending_prefill_tokens: int = 2048, max_blocks_per_repl
 
 prefix_load = make_prefix_load()
 
+
+def make_prefix_cost(max_blocks_per_replica: int = 4096) -> Router:
+    """The replica where this request's first token comes soonest by an estimate in prefill tokens.
+
+    Each replica's cost is its pending prefill (`num_pending_prefill_tokens`) plus this prompt's
+    tokens that its approximate index does not hold; the cheapest wins (fewest outstanding on
+    ties). A short shared match (a system prompt every replica holds) weighs one block, a long
+    session history many, and a warm replica with a long queue loses to a cold idle one: the
+    KV-cache-centric choice of Mooncake's Conductor (Qin et al., FAST '25), with the router's
+    own index in place of the cache's reports.
+    """
+    if max_blocks_per_replica < 1:
+        raise ValueError(f"max_blocks_per_replica must be >= 1, got {max_blocks_per_replica}")
+
+    def prefix_cost(ctx: RouteContext) -> tuple[int, dict[str, Any]]:
+        indexes = ctx.policy_state.get("index", {})
+        best, best_key = 0, None
+        for i, rid in enumerate(ctx.replica_ids):
+            matched = num_matched_blocks(indexes.get(rid, OrderedDict()), ctx.block_hashes)
+            uncached = max(0, ctx.num_prompt_tokens - matched * ctx.block_size)
+            key = (ctx.num_pending_prefill_tokens[i] + uncached, ctx.num_outstanding[i], i)
+            if best_key is None or key < best_key:
+                best, best_key = i, key
+        remember_blocks(indexes.setdefault(ctx.replica_ids[best], OrderedDict()), ctx.block_hashes,
+                        max_blocks_per_replica)
+        return best, {**ctx.policy_state, "index": indexes}
+
+    return prefix_cost
+
+
+prefix_cost = make_prefix_cost()
+
 ROUTERS: dict[str, Router] = {
     "round-robin": round_robin,
     "random": random_choice,
@@ -239,4 +277,5 @@ ROUTERS: dict[str, Router] = {
     "session-affinity": session_affinity,
     "prefix-aware": prefix_aware,
     "prefix-load": prefix_load,
+    "prefix-cost": prefix_cost,
 }

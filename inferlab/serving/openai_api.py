@@ -53,6 +53,7 @@ class Limits:
     vocab_size: int
     max_model_len: int
     num_kv_slots: int
+    ignore_unknown_fields: bool = False  # drop top-level fields it does not know (vLLM's default) instead of a 400
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,11 @@ def _utf8(text: str, param: str) -> str:
     return text
 
 
-def _check_fields(body: Any, allowed: dict) -> dict:
+def _check_fields(body: Any, allowed: dict, ignore_unknown: bool = False) -> dict:
     if not isinstance(body, dict):
         raise _bad("body", f"the request body must be a JSON object, got {type(body).__name__}")
+    if ignore_unknown:  # vLLM logs and ignores them; routers such as vllm-router add their own (no_stop_trim)
+        return {k: v for k, v in body.items() if k in allowed}
     for name in body:
         if name not in allowed:
             raise _bad(name, f"unknown field '{json_repr(name, 40)}'")
@@ -203,7 +206,7 @@ def _sampling(body: dict, limits: Limits, prompt_field: str, num_prompt_tokens: 
 
 def parse_completion(body: Any, limits: Limits) -> GenerationRequest:
     """POST /v1/completions body -> GenerationRequest. Raises ApiError."""
-    body = _check_fields(body, COMPLETION_FIELDS)
+    body = _check_fields(body, COMPLETION_FIELDS, limits.ignore_unknown_fields)
     _refuse(body, "best_of", (1,), "best_of must be 1")
     _refuse(body, "logprobs", (), "logprobs are not returned")
     _refuse(body, "echo", (False,), "echo must be false")
@@ -227,7 +230,7 @@ def parse_completion(body: Any, limits: Limits) -> GenerationRequest:
 
 def parse_chat(body: Any, limits: Limits) -> GenerationRequest:
     """POST /v1/chat/completions body -> GenerationRequest (prompt through the chat template). Raises ApiError."""
-    body = _check_fields(body, CHAT_FIELDS)
+    body = _check_fields(body, CHAT_FIELDS, limits.ignore_unknown_fields)
     _refuse(body, "logprobs", (False,), "logprobs are not returned")
     _refuse(body, "top_logprobs", (), "logprobs are not returned")
     if body.get("max_tokens") is not None and body.get("max_completion_tokens") is not None:

@@ -5,7 +5,11 @@ per upstream base URL. A background task asks each replica's GET /health every
 `health_interval_s`; `max_failures` failures in a row (or one refused connection seen
 by the proxy) eject it, one success brings it back. The outstanding count and the
 pending prefill tokens of a replica are what the router itself has in flight there:
-no replica has to report them.
+no replica has to report them. Where a replica serves the kit's (vLLM-named) Prometheus
+exposition at GET /metrics, the same loop reads its waiting and running requests and its KV
+cache usage (`vllm:num_requests_waiting`, `vllm:num_requests_running`,
+`vllm:kv_cache_usage_perc`) into the `Replica`, for policies to use; a replica without
+/metrics keeps zeros there, and a failed scrape never ejects (only /health does).
 """
 
 from __future__ import annotations
@@ -15,6 +19,22 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+SCRAPED = {"vllm:num_requests_waiting": "num_waiting", "vllm:num_requests_running": "num_running",
+           "vllm:kv_cache_usage_perc": "kv_utilization"}  # replica's metric -> `Replica` field
+
+
+def parse_replica_metrics(text: str) -> dict[str, float]:
+    """The `SCRAPED` fields from a Prometheus text exposition (summed over label sets, e.g. engines;
+    KV usage averaged); fields the text lacks are left out."""
+    sums: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            field_name = SCRAPED.get(sample.name)
+            if field_name is not None:
+                sums.setdefault(field_name, []).append(sample.value)
+    return {k: (sum(v) / len(v) if k == "kv_utilization" else sum(v)) for k, v in sums.items()}
 
 
 @dataclass
@@ -30,11 +50,17 @@ class Replica:
     num_ejections: int = 0
     last_error: str = ""
     ejected_at_s: float | None = None
+    num_waiting: int = 0  # from the replica's /metrics: requests it has queued
+    num_running: int = 0  # from the replica's /metrics: requests in its batch
+    kv_utilization: float = 0.0  # from the replica's /metrics: KV cache usage (0-1)
+    metrics_at_s: float | None = None  # when /metrics was last read (None: never)
 
     def to_dict(self) -> dict:
         return {"url": self.url, "is_healthy": self.is_healthy, "num_outstanding": self.num_outstanding,
                 "num_pending_prefill_tokens": self.num_pending_prefill_tokens, "num_requests": self.num_requests,
-                "num_ejections": self.num_ejections, "last_error": self.last_error}
+                "num_ejections": self.num_ejections, "last_error": self.last_error,
+                "num_waiting": self.num_waiting, "num_running": self.num_running,
+                "kv_utilization": self.kv_utilization, "metrics_at_s": self.metrics_at_s}
 
 
 @dataclass
@@ -90,8 +116,25 @@ class ReplicaPool:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             self._mark(replica, False, f"/health failed: {type(exc).__name__}")
 
+    async def scrape(self, session: aiohttp.ClientSession, replica: Replica) -> None:
+        """Read the replica's load from its /metrics (kept as it was when that fails)."""
+        try:
+            async with session.get(replica.url + "/metrics",
+                                   timeout=aiohttp.ClientTimeout(total=self.health_timeout_s)) as resp:
+                if resp.status != 200:
+                    return
+                values = parse_replica_metrics(await resp.text())
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+            return
+        if values:
+            replica.num_waiting = int(values.get("num_waiting", 0))
+            replica.num_running = int(values.get("num_running", 0))
+            replica.kv_utilization = float(values.get("kv_utilization", 0.0))
+            replica.metrics_at_s = time.monotonic()
+
     async def check_all(self, session: aiohttp.ClientSession) -> None:
         await asyncio.gather(*(self.check(session, r) for r in self.replicas))
+        await asyncio.gather(*(self.scrape(session, r) for r in self.replicas if r.is_healthy))
 
     async def _loop(self, session: aiohttp.ClientSession) -> None:
         while True:

@@ -6,7 +6,8 @@ not list it) -> its token buckets (`policies.shape.admit`: 429 + Retry-After) ->
 with `--max-outstanding-per-replica`, requests beyond the fleet's slots wait in a bounded
 queue (429 + Retry-After when full) and a shaper (`fcfs`, `priority`, `vtc`) picks who goes
 next -> a routing policy (`policies.route`, the same functions the simulator runs) picks a
-healthy replica -> the request is forwarded and its answer, SSE streams included, passes
+healthy replica, seeing the router's own counts (outstanding, pending prefill) and what the
+health loop last read from each replica's /metrics (queued requests, KV cache usage) -> the request is forwarded and its answer, SSE streams included, passes
 through byte for byte.
 
 A request that never started (connection refused or reset before any response, or a
@@ -63,6 +64,7 @@ class RouterConfig:
     tenants: dict[str, TenantLimits] | None = None  # None: any tenant, no limits
     max_outstanding_per_replica: int | None = None  # None: no gate, requests go straight to a replica
     max_queue: int = 1024
+    max_tenant_share: float | None = None  # with the gate: share of its slots one tenant may hold
     tenant_header: str = "X-Tenant"
     session_header: str = "X-Session-Id"
     block_size: int = routes.DEFAULT_BLOCK_SIZE
@@ -73,6 +75,10 @@ class RouterConfig:
             raise ValueError(f"max_outstanding_per_replica must be >= 1, got {self.max_outstanding_per_replica}")
         if self.max_queue < 0 or self.block_size < 1:
             raise ValueError("max_queue must be >= 0 and block_size >= 1")
+        if self.max_tenant_share is not None and (self.max_outstanding_per_replica is None
+                                                  or not 0 < self.max_tenant_share <= 1):
+            raise ValueError(f"max_tenant_share must be in (0, 1] and needs max_outstanding_per_replica, "
+                             f"got {self.max_tenant_share}")
 
 
 def prompt_features(body: dict, block_size: int) -> tuple[int, tuple[int, ...]]:
@@ -111,7 +117,7 @@ class HttpRouter:
         self.policy_state: dict[str, Any] = {}
         self.admit_state: dict[str, Any] = {}
         self.rng = random.Random(config.seed)
-        self.gate = Gate(config.shaper, self._capacity, config.max_queue)
+        self.gate = Gate(config.shaper, self._capacity, config.max_queue, config.max_tenant_share)
         self.stats = Stats()
         self.session: aiohttp.ClientSession | None = None
 
@@ -134,10 +140,10 @@ class HttpRouter:
 
     def _pick(self, candidates: list[Replica], num_tokens: int, hashes: tuple[int, ...],
               session_key: str | None) -> Replica:
-        ctx = RouteContext([r.num_outstanding for r in candidates], [0.0] * len(candidates), num_tokens,
-                           self.policy_state, self.rng, hashes, session_key, time.monotonic(),
+        ctx = RouteContext([r.num_outstanding for r in candidates], [r.kv_utilization for r in candidates],
+                           num_tokens, self.policy_state, self.rng, hashes, session_key, time.monotonic(),
                            tuple(r.url for r in candidates), tuple(r.num_pending_prefill_tokens for r in candidates),
-                           self.config.block_size)
+                           self.config.block_size, tuple(r.num_waiting for r in candidates))
         index, self.policy_state = self.config.policy(ctx)
         if not 0 <= index < len(candidates):
             raise ApiError(500, f"the routing policy returned index {index} for {len(candidates)} replicas")
@@ -167,7 +173,7 @@ class HttpRouter:
         try:
             return await self._forward(request, raw, num_tokens, hashes, request.headers.get(self.config.session_header))
         finally:
-            self.gate.leave()
+            self.gate.leave(tenant)
 
     async def _forward(self, request: web.Request, raw: bytes, num_tokens: int, hashes: tuple[int, ...],
                        session_key: str | None) -> web.StreamResponse:
@@ -391,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-outstanding-per-replica", type=int, default=None,
                         help="requests in flight per replica before the router queues (default: no queue)")
     parser.add_argument("--max-queue", type=int, default=1024)
+    parser.add_argument("--max-tenant-share", type=float, default=None,
+                        help="with --max-outstanding-per-replica: the share (0-1] of the fleet's slots one tenant "
+                             "may hold, keeping the rest free for the others")
     parser.add_argument("--health-interval-s", type=float, default=1.0)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
@@ -404,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             policy = routes.make_prefix_load(args.max_pending_prefill_tokens)
         config = RouterConfig(policy, SHAPERS[args.shaper],
                               parse_tenants(args.tenants) if args.tenants else None,
-                              args.max_outstanding_per_replica, args.max_queue, seed=args.seed)
+                              args.max_outstanding_per_replica, args.max_queue, args.max_tenant_share,
+                              seed=args.seed)
         pool = ReplicaPool(args.replica, health_interval_s=args.health_interval_s)
     except ValueError as exc:
         parser.error(str(exc))

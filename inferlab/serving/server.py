@@ -95,7 +95,8 @@ async def read_json(request: web.Request) -> Any:
 
 def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
               admission: AdmissionConfig | None = None, tracer: RequestTracer | None = None,
-              metrics: EngineMetrics | None = None, observers: tuple = ()) -> web.Application:
+              metrics: EngineMetrics | None = None, observers: tuple = (),
+              ignore_unknown_fields: bool = False) -> web.Application:
     """The aiohttp application serving `engine` (its loop started and stopped with the app).
 
     Its Prometheus metrics are always on (`app[METRICS]`, or `metrics` given: /metrics renders its
@@ -109,7 +110,7 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
     app[ASYNC_ENGINE] = runner
     app[METRICS] = metrics
     limits = Limits(model_name, engine.model.config.vocab_size, engine.config.max_model_len,
-                    engine.config.num_kv_slots)
+                    engine.config.num_kv_slots, ignore_unknown_fields)
 
     async def on_startup(_app: web.Application) -> None:
         runner.start()
@@ -275,6 +276,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-model-len", type=int, default=d.max_model_len)
     parser.add_argument("--no-chunked-prefill", action="store_true")
     parser.add_argument("--no-prefix-caching", action="store_true")
+    parser.add_argument("--ignore-unknown-fields", action="store_true",
+                        help="drop request fields the server does not know instead of answering 400 (vLLM's "
+                             "behaviour; routers such as vllm-router add fields of their own, e.g. no_stop_trim)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=d.dtype)
 
@@ -329,5 +333,6 @@ def main(argv: list[str] | None = None) -> int:
         provider = tracer_provider(f"inferlab-serve:{args.port}", args.otel_traces_file, args.otlp_endpoint)
         meters = meter_provider(args.otel_metrics_file, args.otlp_endpoint) if args.otel_metrics_file or otlp else None
         tracer = RequestTracer(name, provider, engine.clock, meter_provider=meters)
-    web.run_app(build_app(engine, name, admission, tracer), host=args.host, port=args.port, print=None)
+    web.run_app(build_app(engine, name, admission, tracer, ignore_unknown_fields=args.ignore_unknown_fields),
+                host=args.host, port=args.port, print=None)
     return 0

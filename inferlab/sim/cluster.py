@@ -76,6 +76,7 @@ class Cluster:
         self.nodes: list[Node] = []
         self.events: list[tuple[float, int, str, Any]] = []
         self.pending: deque[SimRequest] = deque()
+        self.num_in_flight_by_tenant: dict[str, int] = {}  # dispatched, not finished (tenant shares)
         self.done: list[tuple[SimRequest, float]] = []
         self.target = 0
         self.policy_state: dict[str, Any] = {}
@@ -96,10 +97,13 @@ class Cluster:
 
     def _on_finish(self, node: Node, request: SimRequest, time_s: float) -> None:
         self.done.append((request, time_s))
+        self.num_in_flight_by_tenant[request.tenant] -= 1
         node.last_finish_s = time_s
         limit = self.config.max_ongoing_requests
         if self.pending and node.state == RUNNING and limit is not None and node.replica.num_outstanding < limit:
-            self._assign(node, self._pop_pending(time_s))
+            request = self._pop_pending(time_s)
+            if request is not None:
+                self._assign(node, request)
 
     def _launch(self, now: float, pool: str) -> None:
         node = Node(None, pool, now)  # type: ignore[arg-type]
@@ -130,29 +134,54 @@ class Cluster:
             node = min(behind, key=lambda n: n.replica.now_s)
             replica = node.replica
             if replica.num_outstanding < limit:
-                self._assign(node, self._pop_pending(replica.now_s))
+                request = self._pop_pending(replica.now_s)
+                if request is None:  # what waits is over its tenant's share: a finish dispatches it
+                    for behind_node in behind:
+                        behind_node.replica.advance(now)
+                    return
+                self._assign(node, request)
                 continue
             until = min([now] + [n.replica.now_s for n in behind if n is not node])
             replica.advance(until if until > replica.now_s else replica.now_s + 1e-9)  # >= one step
 
-    def _pop_pending(self, now: float) -> SimRequest:
-        """The next request waiting at the cluster: the oldest, or the shaper's pick."""
+    def _tenant_has_room(self, tenant: str) -> bool:
+        """Below `max_tenant_share` of the running fleet's request slots (always, without a share)."""
+        share = self.config.max_tenant_share
+        if share is None:
+            return True
+        slots = self.config.max_ongoing_requests * len(self._running())
+        return self.num_in_flight_by_tenant.get(tenant, 0) < max(1, int(share * slots))
+
+    def _pop_pending(self, now: float) -> SimRequest | None:
+        """The next request waiting at the cluster that its tenant's share lets go: the oldest, or the
+        shaper's pick among those; None when none may go."""
+        if self.config.max_tenant_share is None:
+            positions = range(len(self.pending))
+        else:
+            room = {t: self._tenant_has_room(t) for t in {r.tenant for r in self.pending}}
+            positions = [i for i, r in enumerate(self.pending) if room[r.tenant]]
+            if not positions:
+                return None
         if self.shaper is None:
-            return self.pending.popleft()
-        queue = [Queued(r.tenant, r.num_prompt_tokens, r.num_output_tokens, r.arrival_time_s) for r in self.pending]
-        index, self.shape_state = self.shaper(ShapeContext(queue, now, self.shape_state))
+            index = positions[0]
+        else:
+            queue = [Queued(self.pending[i].tenant, self.pending[i].num_prompt_tokens,
+                            self.pending[i].num_output_tokens, self.pending[i].arrival_time_s) for i in positions]
+            pick, self.shape_state = self.shaper(ShapeContext(queue, now, self.shape_state))
+            index = positions[pick]
         request = self.pending[index]
         del self.pending[index]
         return request
 
     def _assign(self, node: Node, request: SimRequest) -> None:
+        self.num_in_flight_by_tenant[request.tenant] = self.num_in_flight_by_tenant.get(request.tenant, 0) + 1
         self.routed_to[request.index] = node.replica.replica_id
         node.replica.add(request)
 
     def _route(self, request: SimRequest, now: float) -> None:
         limit = self.config.max_ongoing_requests
         nodes = [n for n in self._running() if limit is None or n.replica.num_outstanding < limit]
-        if not nodes:
+        if not nodes or not self._tenant_has_room(request.tenant):
             self.pending.append(request)
             return
         if self.shaper is not None:  # the shaper sees every dispatch (VTC counts this one too)
@@ -164,7 +193,8 @@ class Cluster:
                            self.route_state, self.rng, request.block_hashes, request.session_key, now,
                            tuple(n.replica.replica_id for n in nodes),
                            _PendingPrefill(nodes),
-                           self.config.replica.block_size)
+                           self.config.replica.block_size,
+                           [len(n.replica.waiting) for n in nodes])
         index, self.route_state = self.router(ctx)
         if not 0 <= index < len(nodes):
             raise ValueError(f"router {getattr(self.router, '__name__', self.router)} returned index {index} "
@@ -178,6 +208,7 @@ class Cluster:
     def _requeue(self, requests: Sequence[SimRequest], now: float) -> None:
         self.num_requeued += len(requests)
         for request in requests:
+            self.num_in_flight_by_tenant[request.tenant] -= 1
             self._route(request, now)
 
     # ------------------------------------------------------------------ scaling

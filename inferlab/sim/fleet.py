@@ -40,6 +40,7 @@ class ClusterConfig:
     spot_notice_s: float = 30.0
     spot_mean_lifetime_s: float = 3600.0
     max_ongoing_requests: int | None = None
+    max_tenant_share: float | None = None  # share of the fleet's request slots one tenant may hold (None: all)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -49,7 +50,9 @@ class ClusterConfig:
                   "spot_usd_per_gpu_hour": self.spot_usd_per_gpu_hour >= 0,
                   "spot_fraction": 0 <= self.spot_fraction <= 1, "spot_notice_s": self.spot_notice_s >= 0,
                   "spot_mean_lifetime_s": self.spot_mean_lifetime_s > 0,
-                  "max_ongoing_requests": self.max_ongoing_requests is None or self.max_ongoing_requests >= 1}
+                  "max_ongoing_requests": self.max_ongoing_requests is None or self.max_ongoing_requests >= 1,
+                  "max_tenant_share": self.max_tenant_share is None or (
+                      0 < self.max_tenant_share <= 1 and self.max_ongoing_requests is not None)}
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"ClusterConfig.{name} is out of range: {getattr(self, name)!r}")

@@ -10,18 +10,15 @@ import contextlib
 import json
 import signal
 import socket
-import threading
 import time
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from inferlab.bench.serverproc import server_process
 from inferlab.policies.route import make_prefix_aware, round_robin, session_affinity
 from inferlab.policies.shape import SHAPERS, parse_tenants
-from inferlab.serving.replicas import ReplicaPool
-from inferlab.serving.router import ROUTER, RouterConfig, build_app
+from inferlab.serving.router import RouterConfig, router_thread
 
 pytestmark = pytest.mark.slow
 REPLICA_ARGS = ["--max-num-seqs", "4", "--num-kv-blocks", "128", "--max-model-len", "256"]
@@ -37,31 +34,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def router(urls, config: RouterConfig, health_interval_s: float = 0.5):
-    """A router on a free port in a thread; yields (base URL, app)."""
-    port, loop = _free_port(), asyncio.new_event_loop()
-    app = build_app(ReplicaPool(list(urls), health_interval_s=health_interval_s), config)
-    runner, ready = web.AppRunner(app), threading.Event()
-
-    def run():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 async def _post(session, url, body, headers=None, raw: bytes | None = None):
@@ -95,7 +67,7 @@ def test_pass_through_plain_and_streamed(replicas) -> None:
             async with s.get(base + "/v1/models") as r:
                 assert r.status == 200 and (await r.json())["data"]
 
-    with router(replicas, RouterConfig(round_robin)) as (base, _):
+    with router_thread(replicas, RouterConfig(round_robin)) as (base, _):
         asyncio.run(go(base))
 
 
@@ -121,7 +93,7 @@ def test_bad_input_gets_a_named_error_while_others_carry_on(replicas) -> None:
             assert first[0] == 200 and second[0] == 429 and int(second[2]["Retry-After"]) >= 1
             assert "slow" in json.loads(second[1])["error"]["message"]
 
-    with router(replicas, RouterConfig(round_robin, tenants=tenants)) as (base, _):
+    with router_thread(replicas, RouterConfig(round_robin, tenants=tenants)) as (base, _):
         asyncio.run(go(base))
         exposed = _scrape(base)
     counts = {dict(labels)["code"]: v for (name, labels), v in exposed.items() if name == "inferlab_router_requests_total"}
@@ -138,7 +110,7 @@ def test_no_healthy_replica_is_a_503_naming_it() -> None:
             async with s.get(base + "/health") as r:
                 assert r.status == 503
 
-    with router([dead], RouterConfig()) as (base, _):
+    with router_thread([dead], RouterConfig()) as (base, _):
         asyncio.run(go(base))
 
 
@@ -153,9 +125,9 @@ def test_prefix_and_session_routing_stick(replicas) -> None:
                 seen.append(headers["X-Inferlab-Replica"])
             return seen
 
-    with router(replicas, RouterConfig(make_prefix_aware())) as (base, _):
+    with router_thread(replicas, RouterConfig(make_prefix_aware())) as (base, _):
         assert len(set(asyncio.run(go(base, None)))) == 1  # same prompt, same warm replica
-    with router(replicas, RouterConfig(session_affinity)) as (base, _):
+    with router_thread(replicas, RouterConfig(session_affinity)) as (base, _):
         assert len(set(asyncio.run(go(base, "user-42")))) == 1
 
 
@@ -175,17 +147,43 @@ def test_vtc_serves_a_light_tenant_ahead_of_a_flood(replicas) -> None:
             await asyncio.gather(*(one("heavy", i, 0.0) for i in range(12)), one("light", 99, 0.2))
         return done
 
-    with router(replicas, config) as (base, app):
+    with router_thread(replicas, config) as (base, rt):
         done = asyncio.run(go(base))
-        assert app[ROUTER].stats_json()["num_queued"] == 0
+        assert rt.stats_json()["num_queued"] == 0
     assert done.index("light") < 6  # FCFS would finish it last (13th)
+
+
+def test_tenant_share_keeps_a_slot_free_for_a_light_tenant(replicas) -> None:
+    """With max_tenant_share 0.5 of 2 slots the flood holds one; the light request starts at once."""
+    config = RouterConfig(round_robin, SHAPERS["vtc"], max_outstanding_per_replica=1, max_tenant_share=0.5)
+
+    async def go(base, rt):
+        done: list[str] = []
+        in_flight: list[dict] = []
+
+        async def one(tenant, i, delay):
+            await asyncio.sleep(delay)
+            if tenant == "light":
+                in_flight.append(dict(rt.gate.num_in_flight_by_tenant))
+            status, _, _ = await _post(s, base, _completion(i, max_tokens=48), {"X-Tenant": tenant})
+            assert status == 200
+            done.append(tenant)
+
+        async with aiohttp.ClientSession() as s:
+            await asyncio.gather(*(one("heavy", i, 0.0) for i in range(6)), one("light", 99, 0.3))
+        return done, in_flight
+
+    with router_thread(replicas, config) as (base, rt):
+        done, in_flight = asyncio.run(go(base, rt))
+    assert in_flight[0].get("heavy") == 1, in_flight  # the flood never held both slots
+    assert done.index("light") <= 1, done  # it started beside the one heavy request in flight
 
 
 def test_killed_replica_is_ejected_and_unstarted_requests_are_not_lost(replicas) -> None:
     with server_process(REPLICA_ARGS) as (victim, proc):
         urls = [*replicas, victim]
 
-        async def go(base, app):
+        async def go(base, rt):
             async def one(i):
                 await asyncio.sleep(0.1 * i)
                 return await _post(s, base, _completion(i, stream=True, max_tokens=96))
@@ -193,17 +191,17 @@ def test_killed_replica_is_ejected_and_unstarted_requests_are_not_lost(replicas)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
                 tasks = [asyncio.ensure_future(one(i)) for i in range(40)]
                 await asyncio.sleep(1.5)
-                on_victim = next(r for r in app[ROUTER].pool.replicas if r.url == victim).num_outstanding
+                on_victim = next(r for r in rt.pool.replicas if r.url == victim).num_outstanding
                 proc.send_signal(signal.SIGKILL)
                 killed_at = time.monotonic()
                 results = await asyncio.gather(*tasks)
             return results, on_victim, killed_at
 
-        with router(urls, RouterConfig(round_robin), health_interval_s=0.5) as (base, app):
-            results, on_victim, killed_at = asyncio.run(go(base, app))
-            stats = app[ROUTER].stats_json()
+        with router_thread(urls, RouterConfig(round_robin), health_interval_s=0.5) as (base, rt):
+            results, on_victim, killed_at = asyncio.run(go(base, rt))
+            stats = rt.stats_json()
             exposed = _scrape(base)
-            state = next(r for r in app[ROUTER].pool.replicas if r.url == victim)
+            state = next(r for r in rt.pool.replicas if r.url == victim)
             assert not state.is_healthy and state.ejected_at_s - killed_at < 5.0
     # a request cut off mid-stream on the victim ends without [DONE]; every other one completes
     complete = [r for r in results if r[0] == 200 and r[1].rstrip().endswith("data: [DONE]")]
@@ -220,6 +218,57 @@ def test_killed_replica_is_ejected_and_unstarted_requests_are_not_lost(replicas)
     assert exposed[("inferlab_router_retries_total", ())] == stats["num_retries"]
 
 
+def test_router_reads_replica_load_from_metrics_and_ejects_an_idle_dead_replica(replicas) -> None:
+    """The health loop reads each replica's /metrics (KV usage, queued and running requests) into the
+    state policies see; a replica killed while idle is ejected by /health alone within 5 s (default 1 s loop)."""
+    seen: list[tuple] = []
+    holder: list = []
+
+    def spy(ctx):  # a policy that records what it is shown beside what the router holds
+        held = tuple(r.kv_utilization for r in holder[0].pool.healthy()) if holder else ()
+        seen.append((tuple(ctx.kv_utilization), held, tuple(ctx.num_waiting)))
+        return 0, ctx.policy_state
+
+    with server_process(REPLICA_ARGS) as (victim, proc):
+        with router_thread([*replicas, victim], RouterConfig(spy)) as (base, rt):
+            holder.append(rt)
+
+            async def go():
+                async with aiohttp.ClientSession() as s:
+                    busy = [asyncio.ensure_future(_post(s, base, _completion(i, max_tokens=200))) for i in range(6)]
+                    scraped = 0.0
+                    while not scraped and not all(b.done() for b in busy):  # replica 0 holds the six
+                        await asyncio.sleep(0.1)
+                        scraped = max(r.kv_utilization for r in rt.pool.replicas)
+                    probe = await _post(s, base, _completion(9))
+                    return scraped, probe, await asyncio.gather(*busy)
+
+            scraped, probe, busy = asyncio.run(go())
+            assert probe[0] == 200 and [b[0] for b in busy] == [200] * 6
+            assert scraped > 0, "the router never read a busy replica's KV usage from its /metrics"
+            assert all(r["metrics_at_s"] is not None for r in rt.stats_json()["replicas"])
+            assert seen[-1][0] == seen[-1][1], seen[-1]  # the policy is shown what the router read
+            proc.send_signal(signal.SIGKILL)
+            killed_at = time.monotonic()
+            victim_state = next(r for r in rt.pool.replicas if r.url == victim)
+            while victim_state.is_healthy and time.monotonic() - killed_at < 10:
+                time.sleep(0.05)
+            assert not victim_state.is_healthy and victim_state.ejected_at_s - killed_at < 5.0, victim_state
+
+
+def test_parse_replica_metrics() -> None:
+    from inferlab.serving.replicas import parse_replica_metrics
+
+    text = ('# TYPE vllm:num_requests_waiting gauge\n'
+            'vllm:num_requests_waiting{engine="0",model_name="m"} 3.0\n'
+            'vllm:num_requests_waiting{engine="1",model_name="m"} 2.0\n'
+            '# TYPE vllm:kv_cache_usage_perc gauge\n'
+            'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.5\n'
+            'vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.25\n')
+    assert parse_replica_metrics(text) == {"num_waiting": 5.0, "kv_utilization": 0.375}
+    assert parse_replica_metrics("") == {}
+
+
 def _scrape(base: str) -> dict:
     """{(sample name, sorted labels): value} from the router's /metrics."""
     import urllib.request
@@ -230,3 +279,14 @@ def _scrape(base: str) -> dict:
         text = r.read().decode()
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_unknown_fields_are_refused_unless_the_server_ignores_them() -> None:
+    """vllm-router adds `no_stop_trim`: refused by default (400 naming it), dropped with --ignore-unknown-fields."""
+    from inferlab.serving.openai_api import ApiError, Limits, parse_completion
+
+    body = {"prompt": [1, 2, 3], "max_tokens": 2, "no_stop_trim": True}
+    with pytest.raises(ApiError, match="no_stop_trim"):
+        parse_completion(body, Limits("m", 256, 64, 1024))
+    request = parse_completion(body, Limits("m", 256, 64, 1024, ignore_unknown_fields=True))
+    assert request.prompt_token_ids == [1, 2, 3] and request.params.max_tokens == 2

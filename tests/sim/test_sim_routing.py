@@ -63,3 +63,40 @@ def test_vtc_protects_a_light_tenant_in_the_simulator() -> None:
         return np.percentile([ttft_s(r) for r, t in zip(res.records, trace) if t.tenant == "light"], 99)
 
     assert light_p99(vtc) < 0.5 * light_p99(fcfs)
+
+
+def test_prefix_cost_cuts_ttft_on_session_reuse_without_a_hot_spot() -> None:
+    """Reuse in multi-turn histories, near saturation: routing by pending + uncached prefill hits the
+    cache more and starts sooner than least-outstanding; under skew it does not pile onto one replica."""
+    from dataclasses import replace
+
+    from inferlab.bench.routing import PREFIX_FLEET_SETTINGS, PREFIX_MODEL, fleet
+    from inferlab.workloads import SESSION_REUSE
+
+    for skew in (0.0, 1.5):
+        trace, _ = prefix_sharing_workload(1500, 170.0, np.random.default_rng(3), replace(SESSION_REUSE, skew=skew))
+        res = {name: simulate(trace, PREFIX_MODEL, fleet(4, **PREFIX_FLEET_SETTINGS), router=route.ROUTERS[name])
+               for name in ("least-outstanding", "prefix-cost")}
+        mean = {n: np.mean([ttft_s(r) for r in x.records]) for n, x in res.items()}
+        assert res["prefix-cost"].prefix_hit_rate > res["least-outstanding"].prefix_hit_rate + 0.1
+        assert mean["prefix-cost"] < 0.85 * mean["least-outstanding"], mean
+        assert np.bincount(res["prefix-cost"].routed_to, minlength=4).max() < 0.3 * len(trace)
+
+
+def test_tenant_share_keeps_a_light_tenant_near_its_solo_latency() -> None:
+    rng = np.random.default_rng(0)
+    trace = multi_tenant_workload({"light": 4.0, "heavy": 40.0}, {"light": 200, "heavy": 2000},
+                                  LengthDist(100, 400, max_tokens=1000), LengthDist(20, 80, max_tokens=200), rng)
+    model = StepTimeModel((Roof(const_s=0.01, s_per_prefill_token=1e-4),), num_kv_tokens=10 ** 6)
+
+    def light_p99(trace, **kw):
+        cfg = ClusterConfig(autoscaling=AutoscalingConfig(min_replicas=2, max_replicas=2, initial_replicas=2),
+                            replica=ReplicaConfig(max_num_seqs=8), control_period_s=1000.0, max_ongoing_requests=8, **kw)
+        res = simulate(trace, model, cfg, shaper=vtc)
+        return np.percentile([ttft_s(r) for r, t in zip(res.records, trace) if t.tenant == "light"], 99)
+
+    solo = light_p99([r for r in trace if r.tenant == "light"])
+    assert light_p99(trace) > 1.8 * solo  # VTC alone: the light request waits for a heavy one to finish
+    assert light_p99(trace, max_tenant_share=0.7) < 1.5 * solo
+    with pytest.raises(ValueError, match="max_tenant_share"):
+        ClusterConfig(max_tenant_share=0.5)  # needs max_ongoing_requests
