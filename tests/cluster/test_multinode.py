@@ -57,19 +57,6 @@ def test_pipeline_parallel_across_nodes_equals_one_device(cluster):
     assert tokens == [_one_device(p, 6) for p in prompts]
 
 
-def test_status_and_down_are_idempotent():
-    cluster_down()
-    assert status()["nodes"] == []
-    assert cluster_down() == []
-
-
-def test_bad_config_is_refused_with_the_reason():
-    with pytest.raises(ClusterError, match="netem"):
-        ClusterConfig(num_nodes=2, link_latency_ms=5)
-    with pytest.raises(ClusterError, match="num_nodes"):
-        ClusterConfig(num_nodes=0)
-
-
 def test_tp_inside_pp_across_on_four_ranks_and_which_bytes_cross_the_link(cluster):
     """torchrun --nnodes 2 --nproc-per-node 2: TP inside a node and PP across, then the reverse."""
     prompts = [[256, 5, 6, 7], [256, 9, 10, 11]]
@@ -88,3 +75,17 @@ def test_tp_inside_pp_across_on_four_ranks_and_which_bytes_cross_the_link(cluste
         reduces = [crossed for kind, op, _, crossed in across["records"] if op == "all_reduce"]
         assert reduces and all(reduces), "TP across nodes: every all-reduce must cross the link"
         assert not any(crossed for kind, _, _, crossed in across["records"] if kind == "pp")
+
+
+def test_status_and_down_are_idempotent():
+    cluster_down()
+    assert status()["nodes"] == []
+    assert cluster_down() == []
+
+
+def test_bad_config_is_refused_with_the_reason():
+    with pytest.raises(ClusterError, match="netem"):
+        ClusterConfig(num_nodes=2, link_latency_ms=5)
+    with pytest.raises(ClusterError, match="num_nodes"):
+        ClusterConfig(num_nodes=0)
+
