@@ -107,3 +107,28 @@ MUTANTS = [
         must_lose=("test_kv_cache",),
     ),
 ]
+
+# Checked by `python grading/mutcheck.py lab1_parallelism` (each would cost a full notebook in the round trip).
+DEV_MUTANTS = [
+    Mutant(
+        name="tp-across-nodes-on-nvlink",
+        cell="multinode_comm",
+        old="ring_link = slow if layout.tp > per_node else fast",
+        new="ring_link = fast",
+        must_lose=("test_multinode_comm",),
+    ),
+    Mutant(
+        name="every-stage-boundary-crosses-nodes",
+        cell="multinode_comm",
+        old="total_s += roofline.send_s(num_bytes, *(slow if crosses else fast))",
+        new="total_s += roofline.send_s(num_bytes, *slow)",
+        must_lose=("test_multinode_comm",),
+    ),
+    Mutant(
+        name="boundary-crossing-by-stage-index",
+        cell="multinode_comm",
+        old="crosses = (stage * layout.tp - 1) // per_node != (stage * layout.tp) // per_node",
+        new="crosses = (stage - 1) // per_node != stage // per_node",
+        must_lose=("test_multinode_comm",),
+    ),
+]
