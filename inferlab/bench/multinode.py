@@ -11,7 +11,8 @@ alternated over `--rounds`, medians reported:
 --link-gbit --link-alpha-us --gpus-per-node`): link rate = the shaped rate (unshaped: 10 Gbit/s
 assumed), link alpha = half a measured 4-byte all-reduce across the nodes (a 2-rank ring is two
 messages), intra-node alpha the same inside a node; the compute term's efficiency is calibrated so
-that the cost model gives the measured one-device step (one thread, as each rank has).
+that the cost model gives the measured one-device step (one thread, as each rank has; re-measured in
+every round, between the layouts, so that a machine's changing load reaches both sides).
 Then a node lost under load (`inferlab.cluster.node_loss`): `inferlab route` on node 0, replicas on
 nodes 1 and 2, node 2 killed mid-stream; `node_loss_requests_lost` counts requests that ended with
 neither an answer nor an error (target 0).
@@ -83,20 +84,23 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     links = args.link_gbit if args.link_gbit is not None else ([0.1] if args.quick else [1.0, 0.1])
     rounds = args.rounds or (2 if args.quick else 3)
-    one_ms = statistics.median(one_device_step_ms(args.batch_size, PROMPT_LEN, NUM_STEPS) for _ in range(3))
+    one_ms = one_device_step_ms(args.batch_size, PROMPT_LEN, NUM_STEPS)  # warm-up; re-measured in every round
     spec = tiny_model_spec()
-    out = {"one_device_ms": round(one_ms, 3), "batch_size": args.batch_size, "links": {},
+    out = {"batch_size": args.batch_size, "links": {},
            "link_latency": "not shaped: this kernel has no netem",
            "node_loss_requests_lost": None}
     try:
         for link in [None, *links]:
             cluster_up(ClusterConfig(num_nodes=2, link_gbit=link))
             rows: dict[str, list[dict]] = {mode: [] for mode in MODES}
+            ones = []
             for _ in range(rounds):
+                ones.append(one_device_step_ms(args.batch_size, PROMPT_LEN, NUM_STEPS))
                 for mode, (_, per_node) in MODES.items():
                     rows[mode].append(run_across_nodes("inferlab.cluster.workers:decode_step_ms", mode, args.batch_size,
                                                        PROMPT_LEN, NUM_STEPS, nproc_per_node=per_node)[0])
-            entry = {}
+            one_ms = statistics.median(ones)
+            entry = {"one_device_ms": round(one_ms, 3)}
             for mode, results in rows.items():
                 name = NAMES[mode]
                 mid = sorted(results, key=lambda r: r["step_ms"])[len(results) // 2]
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     last = out["links"][f"{links[-1]:g}gbit"] if links else out["links"]["unshaped"]
     out.update({k: last[k] for k in ("tp_across_nodes_ms", "pp_across_nodes_ms", "predicted_tp_across_nodes_ms",
                                      "predicted_pp_across_nodes_ms", "tp_inside_pp_across_ms",
-                                     "predicted_tp_inside_pp_across_ms")})
+                                     "predicted_tp_inside_pp_across_ms", "one_device_ms")})
     print(json.dumps(out))
     return 0
 
