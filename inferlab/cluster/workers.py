@@ -35,15 +35,29 @@ def _alpha_ms(num_rounds: int = 50, group: dist.ProcessGroup | None = None) -> f
     return sorted(times)[len(times) // 2]
 
 
-def _pipeline_step_s(model, comm: CommRecorder, prompts: list[list[int]], num_steps: int) -> float:
-    """Seconds per decode step of `pipeline_generate`: (prefill + num_steps) - (prefill alone)."""
-    times = {}
+SENDS = ("all_reduce", "send", "isend", "broadcast")
+
+
+def _traffic(comms: list[CommRecorder]) -> tuple[float, float, float]:
+    """(bytes sent, bytes sent across nodes, messages) of every record of `comms`."""
+    sends = [r for c in comms for r in c.records if r.op in SENDS]
+    return (sum(r.num_bytes for r in sends), sum(r.num_bytes for r in sends if r.is_inter_node), len(sends))
+
+
+def _pipeline_step(model, comms: list[CommRecorder], prompts: list[list[int]], num_steps: int
+                   ) -> tuple[float, tuple[float, ...]]:
+    """Seconds and (bytes, inter-node bytes, messages) per decode step of `pipeline_generate` (PP over
+    comms[0]): the run of prefill + num_steps minus the run of the prefill alone."""
+    times, traffic = {}, {}
     for n in (1, num_steps + 1):
+        for c in comms:
+            c.records.clear()
         dist.barrier()
         start = time.perf_counter()
-        pipeline_generate(model, comm, prompts, n, 1)
-        times[n] = time.perf_counter() - start
-    return (times[num_steps + 1] - times[1]) / num_steps
+        pipeline_generate(model, comms[0], prompts, n, 1)
+        times[n], traffic[n] = time.perf_counter() - start, _traffic(comms)
+    per_step = tuple((long - short) / num_steps for long, short in zip(traffic[num_steps + 1], traffic[1]))
+    return (times[num_steps + 1] - times[1]) / num_steps, per_step
 
 
 @torch.no_grad()
@@ -65,7 +79,6 @@ def decode_step_ms(rank: int, world_size: int, mode: str, batch_size: int = 8, p
             for _ in range(num_steps):
                 logits = model(logits[:, -1:].argmax(-1), cache=cache)
             step_s = (time.perf_counter() - start) / num_steps
-        num_counted_steps = num_steps
     elif mode in ("pp", "tp_pp"):
         if mode == "tp_pp":
             tp_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
@@ -73,22 +86,15 @@ def decode_step_ms(rank: int, world_size: int, mode: str, batch_size: int = 8, p
             comms = [CommRecorder(group=mesh.pp_group), CommRecorder(group=mesh.tp_group)]
             model = tensor_parallel(model, comms[1])
             alpha, alpha_intra = _alpha_ms(group=mesh.pp_group), _alpha_ms(group=mesh.tp_group)
-        _pipeline_step_s(model, comms[0], prompts, 2)  # warm-up
-        for c in comms:
-            c.records.clear()
-        step_s = _pipeline_step_s(model, comms[0], prompts, num_steps)
-        for c in comms:  # keep the decode steps (tags step-1..step-n of the longer run)
-            c.records[:] = [r for r in c.records if r.tag.startswith("step-") and r.tag != "step-0"]
-        num_counted_steps = num_steps
+        _pipeline_step(model, comms, prompts, 2)  # warm-up
+        step_s, per_step = _pipeline_step(model, comms, prompts, num_steps)
     else:
         raise ValueError(f"mode must be 'tp', 'pp' or 'tp_pp', got {mode!r}")
-    records = [r for c in comms for r in c.records]
-    sends = [r for r in records if r.op in ("all_reduce", "send", "isend", "broadcast")]
-    return {"mode": mode, "step_ms": step_s * 1e3,
-            "bytes_per_step": sum(r.num_bytes for r in sends) / num_counted_steps,
-            "inter_node_bytes_per_step": sum(r.num_bytes for r in sends if r.is_inter_node) / num_counted_steps,
+    if mode == "tp":
+        per_step = tuple(x / num_steps for x in _traffic(comms))
+    return {"mode": mode, "step_ms": step_s * 1e3, "bytes_per_step": per_step[0],
+            "inter_node_bytes_per_step": per_step[1], "num_messages_per_step": per_step[2],
             "alpha_ms": alpha, "alpha_intra_ms": alpha_intra,
-            "num_messages_per_step": len(sends) / num_counted_steps,
             "hidden_size": model.config.hidden_size, "num_layers": model.config.num_hidden_layers, "rank": rank}
 
 
