@@ -161,3 +161,24 @@ def hybrid_run(rank: int, world_size: int, tp_size: int, prompts: list[list[int]
                        "records": [(kind, r.op, r.num_bytes, r.is_inter_node)
                                    for kind, comm in (("tp", tp_comm), ("pp", pp_comm)) for r in comm.records]}
     return out
+
+
+def mesh_probe(rank: int, world_size: int, tp_size: int, ranks_per_node: int) -> dict:
+    """Per layout ("tp_inside", "tp_across"): one all-reduce in this rank's TP group and one PP
+    send/recv pair; the records say which crossed nodes (`ranks_per_node` places the ranks)."""
+    from inferlab.parallel.launch import mesh_groups
+
+    out: dict = {}
+    for layout in ("tp_inside", "tp_across"):
+        mesh = mesh_groups(tp_size, world_size // tp_size, is_tp_inner=layout == "tp_inside")
+        tp = CommRecorder(group=mesh.tp_group, ranks_per_node=ranks_per_node)
+        pp = CommRecorder(group=mesh.pp_group, ranks_per_node=ranks_per_node)
+        total = tp.all_reduce(torch.tensor([float(rank)]))
+        x = torch.tensor([-1.0])
+        if mesh.pp_rank == 0:
+            pp.send(torch.tensor([float(rank)]), 1)
+        elif mesh.pp_rank == 1:
+            pp.recv(x, 0)
+        out[layout] = {"tp_sum": total.item(), "received": x.item(), "tp_ranks": mesh.tp_ranks,
+                       "records": [(r.op, r.peer, r.is_inter_node) for r in tp.records + pp.records]}
+    return out

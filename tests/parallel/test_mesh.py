@@ -25,3 +25,22 @@ def test_every_rank_in_exactly_one_group_of_each_kind():
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="tp_size"):
         mesh_ranks(0, 2)
+
+
+def test_groups_on_four_ranks_and_what_crosses_nodes():
+    """4 ranks, 2 per (pretend) node: TP inside keeps the all-reduce on the node, PP sends cross it."""
+    from inferlab.parallel import launch
+    from inferlab.parallel.workers import mesh_probe
+
+    results = launch(mesh_probe, 4, 2, 2, timeout_s=120)
+    for r, res in enumerate(results):
+        inside, across = res["tp_inside"], res["tp_across"]
+        assert inside["tp_ranks"] == ((0, 1) if r < 2 else (2, 3))
+        assert inside["tp_sum"] == sum(inside["tp_ranks"])  # the all-reduce ran in the TP group only
+        ops = {op: crossed for op, _, crossed in inside["records"]}
+        assert ops["all_reduce"] is False and ops["send" if r < 2 else "recv"] is True
+        if r >= 2:  # peers are group ranks: rank 2 received from rank 0, rank 3 from rank 1
+            assert inside["received"] == r - 2
+        assert across["tp_ranks"] == ((0, 2) if r % 2 == 0 else (1, 3))
+        ops = {op: crossed for op, _, crossed in across["records"]}
+        assert ops["all_reduce"] is True and ops["send" if r % 2 == 0 else "recv"] is False
