@@ -24,6 +24,11 @@ REFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "roofline": ("inferlab.costmodel.roofline.decode_step_s", "inferlab.costmodel.roofline.estimate_latency"),
     },
+    "lab1_parallelism": {
+        "multinode_comm": ("inferlab.costmodel.roofline.tp_comm_s", "inferlab.costmodel.roofline.pp_comm_s",
+                           "inferlab.costmodel.roofline.num_ib_hops", "inferlab.costmodel.roofline.decode_step_s",
+                           "inferlab.costmodel.roofline.prefill_s", "inferlab.costmodel.roofline.estimate_latency"),
+    },
     "lab2_frameworks": {
         "batcher": ("inferlab.policies.batching.TritonDynamicBatcher",),
         "max_rate": ("inferlab.metrics.max_rate_meeting_slo",),

@@ -11,6 +11,40 @@ MUTANTS = [
         must_lose=("test_row_parallel",),
     ),
     Mutant(
+        name="gpipe-ignores-busy-stage",
+        cell="gpipe",
+        old="start = max(ready, free)",
+        new="start = ready",
+        must_lose=("test_gpipe_schedule",),
+    ),
+    Mutant(
+        name="all-to-all-wrong-head-group",
+        cell="ulysses",
+        old="s.chunk(p, dim=2)[g] for s in shards",
+        new="s.chunk(p, dim=2)[p - 1 - g] for s in shards",
+        must_lose=("test_seq_to_heads",),
+    ),
+    Mutant(
+        name="moe-ignores-capacity",
+        cell="moe_capacity",
+        old="            if taken[e] < capacity:",
+        new="            if True:",
+        must_lose=("test_capacity_mask", "test_dropped"),
+    ),
+    Mutant(
+        name="cost-model-forgets-kv-cache",
+        cell="cost_memory",
+        old="""            + kv_cache_bytes_per_gpu(model_spec, layout, workload)
+""",
+        new="",
+        must_lose=("test_memory_per_gpu", "test_choose_layout"),
+    ),
+]
+
+# Checked by `python grading/mutcheck.py lab1_parallelism`: each would cost a full notebook run in the round trip
+# (lab 1 had 14 there, ~7 s each; the round trip keeps one per section).
+DEV_MUTANTS = [
+    Mutant(
         name="mlp-down-projection-not-reduced",
         cell="tp_layers",
         old="        partials.append((F.silu(gate) * up) @ shard_cols(mlp.down_proj.weight, r, world_size).T)\n    return sum(partials)",
@@ -34,25 +68,11 @@ MUTANTS = [
         must_lose=("test_tp_cost",),
     ),
     Mutant(
-        name="gpipe-ignores-busy-stage",
-        cell="gpipe",
-        old="start = max(ready, free)",
-        new="start = ready",
-        must_lose=("test_gpipe_schedule",),
-    ),
-    Mutant(
         name="bubble-relative-to-ideal",
         cell="gpipe",
         old="return 1.0 - busy / (num_stages * makespan)",
         new="return (num_stages * makespan - busy) / busy",
         must_lose=("test_bubble",),
-    ),
-    Mutant(
-        name="all-to-all-wrong-head-group",
-        cell="ulysses",
-        old="s.chunk(p, dim=2)[g] for s in shards",
-        new="s.chunk(p, dim=2)[p - 1 - g] for s in shards",
-        must_lose=("test_seq_to_heads",),
     ),
     Mutant(
         name="ulysses-bytes-without-gqa",
@@ -71,13 +91,6 @@ MUTANTS = [
         must_lose=("test_capacity_mask",),
     ),
     Mutant(
-        name="moe-ignores-capacity",
-        cell="moe_capacity",
-        old="            if taken[e] < capacity:",
-        new="            if True:",
-        must_lose=("test_capacity_mask", "test_dropped"),
-    ),
-    Mutant(
         name="pipeline-drops-last-microbatch",
         cell="gpipe",
         old="for mb in range(num_microbatches):",
@@ -92,18 +105,31 @@ MUTANTS = [
         must_lose=("test_autotp_traffic",),
     ),
     Mutant(
-        name="cost-model-forgets-kv-cache",
-        cell="cost_memory",
-        old="""            + kv_cache_bytes_per_gpu(model_spec, layout, workload)
-""",
-        new="",
-        must_lose=("test_memory_per_gpu", "test_choose_layout"),
-    ),
-    Mutant(
         name="kv-cache-without-gqa-replication",
         cell="cost_memory",
         old="max(1, model_spec.num_kv_heads // layout.tp)",
         new="model_spec.num_kv_heads / layout.tp",
         must_lose=("test_kv_cache",),
+    ),
+    Mutant(
+        name="tp-across-nodes-on-nvlink",
+        cell="multinode_comm",
+        old="ring_link = slow if layout.tp > per_node else fast",
+        new="ring_link = fast",
+        must_lose=("test_multinode_comm",),
+    ),
+    Mutant(
+        name="every-stage-boundary-crosses-nodes",
+        cell="multinode_comm",
+        old="total_s += roofline.send_s(num_bytes, *(slow if crosses else fast))",
+        new="total_s += roofline.send_s(num_bytes, *slow)",
+        must_lose=("test_multinode_comm",),
+    ),
+    Mutant(
+        name="boundary-crossing-by-stage-index",
+        cell="multinode_comm",
+        old="crosses = (stage * layout.tp - 1) // per_node != (stage * layout.tp) // per_node",
+        new="crosses = (stage - 1) // per_node != stage // per_node",
+        must_lose=("test_multinode_comm",),
     ),
 ]

@@ -14,7 +14,7 @@
 # | Hardware tier | **CPU** (2 gloo processes); on a machine with 2+ GPUs the same code uses NCCL |
 # | Time | ~1 min in fast mode (DeepSpeed demo included, vLLM skipped), ~2 min in full mode (vLLM TP=2 start-up 25-60 s) |
 # | Hours | lecture 3 h, lab 4 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |
-# | Graded (27 points) | tensor-parallel layers (4), TP traffic and its cost (3), micro-batches and GPipe schedule (5), Ulysses all-to-all (4), MoE capacity (4), DeepSpeed AutoTP traffic (2), cost model: KV cache and memory per GPU (3), layout chooser (2) |
+# | Graded (29 points) | tensor-parallel layers (4), TP traffic and its cost (3), micro-batches and GPipe schedule (5), Ulysses all-to-all (4), MoE capacity (4), DeepSpeed AutoTP traffic (2), cost model: KV cache and memory per GPU (3), layout chooser (2), communication across nodes (2) |
 #
 # The multi-process runs use `inferlab.parallel`: `launch` starts N ranks (gloo over CPU
 # processes, NCCL with one GPU per rank), and every strategy sends through a `CommRecorder`
@@ -715,8 +715,125 @@ print(f"Llama-3-405B bf16 on 2 nodes x 8 H100: yours {chosen405}, {len(rejected4
 print(plan.format_table(choose_layout(llama405, h100, 16, costmodel.Workload(128, 20))))
 
 # %% [markdown]
-# ## 9. Where next
+# ## 9. Across nodes: TP inside a node, PP across
 #
-# - The same workers run across machines under `torchrun` (see the README: `torchrun --nnodes 2 ...`).
+# On a real cluster the link between nodes (InfiniBand, 25-50 GB/s, a few µs) is an order slower than NVLink
+# inside a node (300-450 GB/s). The layout rule `inferlab plan` applies (TP inside a node, PP across) follows from
+# *which bytes cross the slow link*:
+#
+# - a TP group's ring all-reduce runs at the pace of its slowest link: NVLink while the group stays inside a node,
+#   the inter-node link as soon as it spans two nodes; a decode step does 2 per layer, each of B × hidden × dtype
+#   bytes (`costmodel.ring_allreduce_s(bytes, tp, bandwidth, alpha)`);
+# - a PP stage boundary sends the hidden state once per step (`roofline.send_s(bytes, bandwidth, alpha)`); it
+#   crosses nodes when the last GPU of stage s-1 and the first GPU of stage s sit on different nodes (stages are
+#   packed in order, TP GPUs each, `num_gpus_per_node` per node: GPU g is on node g // num_gpus_per_node).
+#
+# The link figures are inputs: `costmodel.with_interconnect(gpu, link_gbit=..., link_alpha_s=...,
+# num_gpus_per_node=...)` replaces the datasheet's InfiniBand figures (and the node size); it is what
+# `inferlab plan --link-gbit G --link-alpha-us A --gpus-per-node N` uses. The kit runs this for real on one machine:
+# `inferlab cluster up --nodes 2 --link-gbit 0.1` makes two *nodes* (network namespaces joined by a shaped link),
+# `torchrun --nnodes 2 --nproc-per-node 2` puts two ranks on each, and the `CommRecorder` marks every record that
+# crossed the link (the live run below and `inferlab bench multinode`).
+#
+# Write `comm_s_per_step(model_spec, gpu, layout, batch_size, dtype)`: the communication seconds of one decode
+# step (one new token per sequence), each collective on the link it really uses. You may use
+# `costmodel.ring_allreduce_s` and `roofline.send_s`; not the package's `roofline.tp_comm_s`, `pp_comm_s`,
+# `num_ib_hops` or `decode_step_s` (they are the reference).
+
+# %% solution id=multinode_comm
+def comm_s_per_step(model_spec: costmodel.ModelSpec, gpu: costmodel.GpuSpec, layout: costmodel.Layout,
+                    batch_size: int, dtype: str) -> float:
+    """Seconds of TP all-reduces + PP sends in one decode step, over NVLink or the inter-node link."""
+    ### BEGIN SOLUTION
+    num_bytes = batch_size * model_spec.hidden_size * costmodel.dtype_bytes(dtype)
+    per_node = gpu.num_gpus_per_node
+    fast = (gpu.nvlink_bandwidth_bytes_per_s, gpu.nvlink_alpha_s)
+    slow = (gpu.ib_bandwidth_bytes_per_s, gpu.ib_alpha_s)
+    ring_link = slow if layout.tp > per_node else fast
+    total_s = 2 * model_spec.num_layers * costmodel.ring_allreduce_s(num_bytes, layout.tp, *ring_link)
+    for stage in range(1, layout.pp):
+        crosses = (stage * layout.tp - 1) // per_node != (stage * layout.tp) // per_node
+        total_s += roofline.send_s(num_bytes, *(slow if crosses else fast))
+    return total_s
+    ### END SOLUTION
+
+# %% tests id=test_multinode_comm points=2
+llama7 = costmodel.get_model("llama-2-7b")
+two_nodes = costmodel.with_interconnect(h100, link_gbit=1.0, link_alpha_s=1e-4, num_gpus_per_node=1)
+for _lay in (costmodel.Layout(2, 1), costmodel.Layout(1, 2)):
+    print(f"7B on two 1-GPU nodes, 1 Gbit/s, 100 us: {_lay} communicates "
+          f"{comm_s_per_step(llama7, two_nodes, _lay, 8, 'bf16') * 1e3:.2f} ms per decode step")
+for _lay in (costmodel.Layout(2, 1), costmodel.Layout(1, 2)):
+    assert math.isclose(comm_s_per_step(llama7, two_nodes, _lay, 8, "bf16"),
+                        roofline.tp_comm_s(llama7, two_nodes, _lay, 8, "bf16")
+                        + roofline.pp_comm_s(llama7, two_nodes, _lay, 8, "bf16"), rel_tol=1e-9)
+### BEGIN HIDDEN TESTS
+for _gbit, _alpha, _per_node in ((0.1, 5e-3, 2), (25.0, 2e-6, 8), (400.0, 1e-6, 4), (3.0, 3e-4, 1), (10.0, 7e-5, 2)):
+    for _name in ("llama-2-7b", "llama-2-70b", "llama-3-405b"):
+        _m = costmodel.get_model(_name)
+        _g = costmodel.with_interconnect(costmodel.get_gpu("a100"), link_gbit=_gbit, link_alpha_s=_alpha,
+                                         num_gpus_per_node=_per_node)
+        for _lay in (costmodel.Layout(1, 1), costmodel.Layout(2, 1), costmodel.Layout(1, 2), costmodel.Layout(2, 2),
+                     costmodel.Layout(4, 4), costmodel.Layout(8, 2), costmodel.Layout(16, 1), costmodel.Layout(1, 8)):
+            for _b, _dt in ((1, "bf16"), (7, "fp8"), (32, "fp32")):
+                _want = roofline.tp_comm_s(_m, _g, _lay, _b, _dt) + roofline.pp_comm_s(_m, _g, _lay, _b, _dt)
+                assert math.isclose(comm_s_per_step(_m, _g, _lay, _b, _dt), _want, rel_tol=1e-9), \
+                    "communication per step differs from the cost model (which link does each collective use?)"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# The three layouts of the kit's two-node run (the tiny model, batch 8, fp32, each node with its own link), at the
+# shaped link of the live run below: TP across the nodes pays 2 × layers ring all-reduces on the slow link, PP across
+# pays one send, TP inside × PP across keeps the all-reduces on the fast loopback. `inferlab bench multinode`
+# measures the same three and prints them next to `costmodel.decode_step_s` (README, "Nodes on one machine").
+
+# %%
+tiny_spec = costmodel.ModelSpec(name="inferlab-tiny", num_layers=model.config.num_hidden_layers,
+                                hidden_size=model.config.hidden_size, num_heads=model.config.num_attention_heads,
+                                num_kv_heads=model.config.num_key_value_heads, head_dim=model.config.head_dim,
+                                intermediate_size=model.config.intermediate_size, vocab_size=model.config.vocab_size,
+                                max_context_tokens=model.config.max_position_embeddings,
+                                num_params=sum(p.numel() for p in model.parameters()))
+for _lay, _per_node, _what in ((costmodel.Layout(2, 1), 1, "TP across"), (costmodel.Layout(1, 2), 1, "PP across"),
+                               (costmodel.Layout(2, 2), 2, "TP inside x PP across")):
+    _node = costmodel.with_interconnect(h100, link_gbit=0.1, link_alpha_s=1e-4, num_gpus_per_node=_per_node,
+                                        intra_gbit=10.0, intra_alpha_s=5e-5)
+    print(f"{_what:<22} {_lay}: {comm_s_per_step(tiny_spec, _node, _lay, 8, 'fp32') * 1e3:.3f} ms of "
+          "communication per decode step at 0.1 Gbit/s, 100 us")
+
+# %% [markdown]
+# The live run: two namespace nodes (needs root and a kernel that allows network namespaces; it says why and skips
+# otherwise), `torchrun --nnodes 2 --nproc-per-node 2`, TP inside each node and PP across, the tiny model's decode
+# timed and its bytes sorted into intra- and inter-node by the `CommRecorder`, next to the cost model.
+
+# %%
+if run_demo("TP inside a node x PP across two namespace nodes (torchrun, 4 ranks), against the cost model"):
+    from inferlab.bench.multinode import predict_ms
+    from inferlab.cluster import ClusterConfig, ClusterError, cluster_down, cluster_up
+    from inferlab.cluster.netns import preflight
+    from inferlab.cluster.torchrun import run_across_nodes
+    from inferlab.cluster.workers import one_device_step_ms
+
+    try:
+        preflight()
+    except ClusterError as err:
+        print(f"SKIPPED (no network namespaces here): {err}")
+    else:
+        try:
+            cluster_up(ClusterConfig(num_nodes=2, link_gbit=0.1))
+            _one_ms = one_device_step_ms(8, 16, 16)
+            _row = run_across_nodes("inferlab.cluster.workers:decode_step_ms", "tp_pp", 8, 16, 16, nproc_per_node=2)[0]
+            _pred = predict_ms(tiny_spec, "tp_pp", _one_ms, 0.1, _row["alpha_ms"], _row["alpha_intra_ms"], 8)
+            print(f"TP2 inside x PP2 across at 0.1 Gbit/s: measured {_row['step_ms']:.2f} ms/step, cost model "
+                  f"{_pred:.2f} ms/step (one device {_one_ms:.2f} ms); rank 0 put "
+                  f"{_row['inter_node_bytes_per_step']:.0f} of {_row['bytes_per_step']:.0f} bytes/step on the link")
+        finally:
+            cluster_down()
+
+# %% [markdown]
+# ## 10. Where next
+#
+# - The same workers run across machines under `torchrun`; `inferlab cluster` and `inferlab bench multinode` run
+#   them across namespace nodes on one machine (README, "Nodes on one machine").
 # - `inferlab plan --model llama-2-70b --gpu h100 --num-gpus 8` prints the table above for any model, GPU and
 #   workload; the serving labs use the same cost model for the simulator's step times.

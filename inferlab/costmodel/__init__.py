@@ -30,11 +30,12 @@ from inferlab.costmodel.specs import (
     list_gpus,
     list_models,
     published_latencies,
+    with_interconnect,
 )
 
 __all__ = [
     "GpuSpec", "ModelSpec", "PublishedLatency", "dtype_bytes", "get_gpu", "get_model", "list_gpus",
-    "list_models", "published_latencies",
+    "list_models", "published_latencies", "with_interconnect",
     "Layout", "Workload", "MemoryEstimate", "LatencyEstimate", "memory_per_gpu", "kv_bytes_per_token",
     "decode_step_s", "prefill_s", "estimate_latency", "ring_allreduce_s",
     "calibrate_efficiency", "default_efficiency", "predict_published",

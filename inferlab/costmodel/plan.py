@@ -17,6 +17,8 @@ Layouts considered: TP and PP are powers of two with TP * PP <= the GPUs given
 
 Usage: inferlab plan --model llama-2-70b --gpu h100 --num-gpus 8
        [--input-tokens 128 --output-tokens 20 --batch-size 1 --dtype bf16]
+       [--link-gbit G --link-alpha-us A --gpus-per-node N]  (the inter-node link and node size,
+       instead of the GPU's datasheet InfiniBand figures; `inferlab bench multinode` uses the same)
 The last line printed is one JSON object; exit 0 if a layout fits, 1 if none does,
 2 for unknown names or bad arguments.
 """
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from inferlab.costmodel import roofline
 from inferlab.costmodel.calibrate import default_efficiency
 from inferlab.costmodel.roofline import LatencyEstimate, Layout, MemoryEstimate, Workload
-from inferlab.costmodel.specs import DTYPE_BYTES, GpuSpec, ModelSpec, get_gpu, get_model
+from inferlab.costmodel.specs import DTYPE_BYTES, GpuSpec, ModelSpec, get_gpu, get_model, with_interconnect
 
 DEFAULT_MAX_MEMORY_FRACTION = 0.9  # of HBM usable for weights, KV cache and activations (vLLM's default)
 GB = 1e9
@@ -191,6 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--efficiency", type=float, default=None,
                    help="fraction of peak achieved (default: calibrated on NVIDIA's A100 figure)")
     p.add_argument("--max-memory-fraction", type=float, default=DEFAULT_MAX_MEMORY_FRACTION)
+    p.add_argument("--link-gbit", type=float, default=None, help="inter-node link rate, Gbit/s one way")
+    p.add_argument("--link-alpha-us", type=float, default=None, help="inter-node latency per message, us")
+    p.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per node (default: the GPU's)")
     return p
 
 
@@ -201,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help (0) and on bad arguments (2)
         return int(exc.code or 0)
     try:
-        model, gpu = get_model(args.model), get_gpu(args.gpu)
+        model = get_model(args.model)
+        gpu = with_interconnect(get_gpu(args.gpu), link_gbit=args.link_gbit, num_gpus_per_node=args.gpus_per_node,
+                                link_alpha_s=None if args.link_alpha_us is None else args.link_alpha_us * 1e-6)
         workload = Workload(args.input_tokens, args.output_tokens, args.batch_size, args.dtype)
         plan = choose_layout(model, gpu, args.num_gpus, workload, efficiency=args.efficiency,
                              max_memory_fraction=args.max_memory_fraction)

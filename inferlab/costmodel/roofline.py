@@ -14,7 +14,9 @@ The model, per GPU of a layout with `tp` GPUs per stage and `pp` stages:
              FLOPs = 2 * matmul params * tokens + 2 * layers * heads * head_dim * tokens^2 (causal)
 - request  = prefill (gives the first token) + (output tokens - 1) * decode at the mean context
 - TP: two all-reduces of the hidden state per layer (after attention, after the MLP), ring cost
-      2(n-1)/n * bytes / NVLink bandwidth + 2(n-1) * alpha
+      2(n-1)/n * bytes / NVLink bandwidth + 2(n-1) * alpha; a TP group wider than a node
+      (`plan` refuses it, the namespace-cluster bench measures it) rings over the inter-node link,
+      its bandwidth and alpha (the slowest link sets a ring's pace)
 - PP: one send of the hidden state per stage boundary, over InfiniBand where it crosses nodes.
 
 Stages run one after another for a single batch (no micro-batch overlap), so PP
@@ -168,9 +170,13 @@ def send_s(num_bytes: float, bandwidth_bytes_per_s: float, alpha_s: float) -> fl
 
 
 def tp_comm_s(model: ModelSpec, gpu: GpuSpec, layout: Layout, num_tokens: int, dtype: str) -> float:
-    """TP all-reduces of one forward pass over `num_tokens` tokens: 2 per layer, over NVLink."""
+    """TP all-reduces of one forward pass over `num_tokens` tokens: 2 per layer, over NVLink
+    (over the inter-node link when the TP group spans more than one node)."""
     num_bytes = num_tokens * model.hidden_size * dtype_bytes(dtype)
-    one = ring_allreduce_s(num_bytes, layout.tp, gpu.nvlink_bandwidth_bytes_per_s, gpu.nvlink_alpha_s)
+    if layout.tp > gpu.num_gpus_per_node:
+        one = ring_allreduce_s(num_bytes, layout.tp, gpu.ib_bandwidth_bytes_per_s, gpu.ib_alpha_s)
+    else:
+        one = ring_allreduce_s(num_bytes, layout.tp, gpu.nvlink_bandwidth_bytes_per_s, gpu.nvlink_alpha_s)
     return 2 * model.num_layers * one
 
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 SPECS_PATH = Path(__file__).parent / "data" / "specs.json"
 
 # Bytes per element of weights, activations and KV cache for each supported dtype.
-DTYPE_BYTES: dict[str, int] = {"bf16": 2, "fp16": 2, "fp8": 1}
+DTYPE_BYTES: dict[str, int] = {"bf16": 2, "fp16": 2, "fp8": 1, "fp32": 4}
 
 
 def dtype_bytes(dtype: str) -> int:
@@ -69,6 +69,7 @@ class GpuSpec:
     nvlink_alpha_s: float  # latency of one NVLink message (one ring step)
     ib_alpha_s: float  # latency of one InfiniBand message
     usd_per_gpu_hour: float  # indicative on-demand price
+    fp32_dense_flops: float | None = None  # None: not given (GPU entries give tensor-core dtypes only)
     aliases: tuple[str, ...] = ()
     sources: tuple[tuple[str, str], ...] = ()
 
@@ -84,7 +85,7 @@ class GpuSpec:
         """Dense tensor-core peak in FLOP/s for `dtype`; ValueError where the GPU lacks it."""
         dtype_bytes(dtype)
         peak = {"bf16": self.bf16_dense_flops, "fp16": self.fp16_dense_flops,
-                "fp8": self.fp8_dense_flops}[dtype]
+                "fp8": self.fp8_dense_flops, "fp32": self.fp32_dense_flops}[dtype]
         if peak is None:
             raise ValueError(f"{self.name} has no {dtype} tensor cores")
         return peak
@@ -200,6 +201,34 @@ class PublishedLatency:
         dtype_bytes(self.dtype)
         if self.role not in ("calibration", "validation"):
             raise ValueError(f"PublishedLatency.role must be calibration|validation, got {self.role!r}")
+
+
+def with_interconnect(gpu: GpuSpec, *, link_gbit: float | None = None, link_alpha_s: float | None = None,
+                      num_gpus_per_node: int | None = None, intra_gbit: float | None = None,
+                      intra_alpha_s: float | None = None) -> GpuSpec:
+    """`gpu` with other link figures: the inter-node link (`link_*`, the InfiniBand fields), the
+    intra-node link (`intra_*`, the NVLink fields) and the node size; None keeps the datasheet's.
+
+    Rates are in Gbit/s (10^9 bit/s) one direction, latencies in seconds per message. `inferlab plan
+    --link-gbit --link-alpha-us --gpus-per-node` and `inferlab bench multinode` both go through here.
+    """
+    changes: dict[str, Any] = {}
+    for name, value, field_name, scale in (
+            ("link_gbit", link_gbit, "ib_bandwidth_bytes_per_s", 1e9 / 8),
+            ("link_alpha_s", link_alpha_s, "ib_alpha_s", 1.0),
+            ("num_gpus_per_node", num_gpus_per_node, "num_gpus_per_node", 1),
+            ("intra_gbit", intra_gbit, "nvlink_bandwidth_bytes_per_s", 1e9 / 8),
+            ("intra_alpha_s", intra_alpha_s, "nvlink_alpha_s", 1.0)):
+        if value is None:
+            continue
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+        changes[field_name] = value * scale if scale != 1 else value
+    if not changes:
+        return gpu
+    given = tuple((k, f"given: {k} = {v}") for k, v in changes.items())
+    kept = tuple((k, v) for k, v in gpu.sources if k not in changes)
+    return replace(gpu, sources=kept + given, **changes)
 
 
 def _from_entry(cls: type, name: str, entry: dict[str, Any]) -> Any:

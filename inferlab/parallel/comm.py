@@ -2,8 +2,15 @@
 
 Floor 2: `tensor.py`, `pipeline.py`, `sequence.py` and `expert.py` call
 `torch.distributed` only through a `CommRecorder`, which performs the operation
-and appends a `CommRecord(op, num_bytes, rank, tag, peer, num_remote_bytes)`.
+and appends a `CommRecord(op, num_bytes, rank, tag, peer, num_remote_bytes, is_inter_node)`.
 Notebooks and tests then compare what crossed the wire with the formulas.
+
+Groups and nodes: a recorder may wrap a subgroup (`group=`, e.g. the TP group inside a node or
+the PP group across nodes of a 2-D layout); `rank`, `world_size` and every `peer`/`src`/`dst` are
+then ranks *within that group*. `ranks_per_node` (torchrun's LOCAL_WORLD_SIZE by default; None:
+every rank on one node) places global rank g on node g // ranks_per_node, and each record says
+whether it crossed the inter-node link: a point-to-point message when the peer is on another
+node, a collective when its group spans more than one node.
 
 Byte conventions (per call, on the recording rank):
 - all_reduce, broadcast: the tensor's bytes (the message size; a ring all-reduce moves
@@ -18,6 +25,7 @@ Byte conventions (per call, on the recording rank):
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -42,6 +50,7 @@ class CommRecord:
     tag: str = ""
     peer: int = -1
     num_remote_bytes: int = -1
+    is_inter_node: bool = False
 
     def __post_init__(self) -> None:
         if self.op not in COLLECTIVES:
@@ -54,6 +63,10 @@ def tensor_bytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def _ranks_per_node_from_env() -> int | None:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 0)) or None
+
+
 @dataclass
 class CommRecorder:
     """Wraps torch.distributed; records each call. `enabled=False` still communicates."""
@@ -62,6 +75,29 @@ class CommRecorder:
     enabled: bool = True
     records: list[CommRecord] = field(default_factory=list)
     tag: str = ""
+    ranks_per_node: int | None = field(default_factory=_ranks_per_node_from_env)
+
+    def __post_init__(self) -> None:
+        if self.ranks_per_node is not None and self.ranks_per_node < 1:
+            raise ValueError(f"ranks_per_node must be >= 1 or None, got {self.ranks_per_node}")
+        self._global_ranks: list[int] | None = None
+
+    def global_rank(self, group_rank: int) -> int:
+        """The global rank of `group_rank` in this recorder's group."""
+        if self._global_ranks is None:
+            self._global_ranks = dist.get_process_group_ranks(self.group or dist.group.WORLD)
+        return self._global_ranks[group_rank]
+
+    def node_of(self, group_rank: int) -> int:
+        """The node that holds `group_rank` of this recorder's group (0 when ranks_per_node is None)."""
+        return 0 if self.ranks_per_node is None else self.global_rank(group_rank) // self.ranks_per_node
+
+    def _crosses(self, peer: int) -> bool:
+        if self.ranks_per_node is None:
+            return False
+        if peer >= 0:
+            return self.node_of(peer) != self.node_of(self.rank)
+        return len({self.node_of(r) for r in range(self.world_size)}) > 1
 
     @property
     def rank(self) -> int:
@@ -82,7 +118,8 @@ class CommRecorder:
 
     def _record(self, op: str, num_bytes: int, peer: int = -1, num_remote_bytes: int = -1) -> None:
         if self.enabled:
-            self.records.append(CommRecord(op, num_bytes, self.rank, self.tag, peer, num_remote_bytes))
+            crosses = self._crosses(peer if op not in ("broadcast",) else -1)
+            self.records.append(CommRecord(op, num_bytes, self.rank, self.tag, peer, num_remote_bytes, crosses))
 
     # Collectives -------------------------------------------------------------------------
     def all_reduce(self, t: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
@@ -92,7 +129,7 @@ class CommRecorder:
 
     def broadcast(self, t: torch.Tensor, src: int) -> torch.Tensor:
         self._record("broadcast", tensor_bytes(t), peer=src)
-        dist.broadcast(t, src, group=self.group)
+        dist.broadcast(t, group=self.group, group_src=src)
         return t
 
     def all_gather(self, tensors: list[torch.Tensor], t: torch.Tensor) -> list[torch.Tensor]:
@@ -132,20 +169,20 @@ class CommRecorder:
     # Point to point ----------------------------------------------------------------------
     def send(self, t: torch.Tensor, dst: int) -> None:
         self._record("send", tensor_bytes(t), peer=dst, num_remote_bytes=tensor_bytes(t))
-        dist.send(t, dst, group=self.group)
+        dist.send(t, group=self.group, group_dst=dst)
 
     def recv(self, t: torch.Tensor, src: int) -> torch.Tensor:
         self._record("recv", tensor_bytes(t), peer=src, num_remote_bytes=tensor_bytes(t))
-        dist.recv(t, src, group=self.group)
+        dist.recv(t, group=self.group, group_src=src)
         return t
 
     def isend(self, t: torch.Tensor, dst: int) -> dist.Work:
         self._record("isend", tensor_bytes(t), peer=dst, num_remote_bytes=tensor_bytes(t))
-        return dist.isend(t, dst, group=self.group)
+        return dist.isend(t, group=self.group, group_dst=dst)
 
     def irecv(self, t: torch.Tensor, src: int) -> dist.Work:
         self._record("irecv", tensor_bytes(t), peer=src, num_remote_bytes=tensor_bytes(t))
-        return dist.irecv(t, src, group=self.group)
+        return dist.irecv(t, group=self.group, group_src=src)
 
     def batch_isend_irecv(self, ops: list[dist.P2POp]) -> list[dist.Work]:
         """Each P2POp is recorded as an isend or irecv."""
@@ -166,6 +203,14 @@ class CommRecorder:
 
     def total_bytes(self, op: str | None = None, tag: str | None = None) -> int:
         return sum(r.num_bytes for r in self.select(op, tag))
+
+    def inter_node_bytes(self, op: str | None = None) -> int:
+        """Bytes of the records that crossed the inter-node link (sends, not their matching recvs)."""
+        return sum(r.num_bytes for r in self.select(op) if r.is_inter_node and r.op not in ("recv", "irecv"))
+
+    def intra_node_bytes(self, op: str | None = None) -> int:
+        """Bytes of the records that stayed inside a node (sends, not their matching recvs)."""
+        return sum(r.num_bytes for r in self.select(op) if not r.is_inter_node and r.op not in ("recv", "irecv"))
 
     def clear(self) -> None:
         self.records.clear()

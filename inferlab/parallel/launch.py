@@ -91,6 +91,46 @@ def init_rank(rank: int, world_size: int, backend: str, timeout_s: float, local_
     dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
 
 
+@dataclass(frozen=True)
+class MeshGroups:
+    """This rank's place in a TP x PP layout: its TP group, its PP group and its index in each."""
+
+    tp_group: dist.ProcessGroup
+    pp_group: dist.ProcessGroup
+    tp_rank: int
+    pp_rank: int
+    tp_ranks: tuple[int, ...]  # global ranks of this rank's TP group
+    pp_ranks: tuple[int, ...]  # global ranks of this rank's PP group
+
+
+def mesh_ranks(tp_size: int, pp_size: int, is_tp_inner: bool = True) -> tuple[list[list[int]], list[list[int]]]:
+    """Global ranks of every TP group and every PP group of a `tp_size` x `pp_size` layout.
+
+    `is_tp_inner=True` numbers TP fastest (rank = stage * tp_size + tp index), so with torchrun's
+    consecutive ranks on a node and tp_size ranks per node, TP stays inside a node and PP crosses
+    nodes. `is_tp_inner=False` numbers PP fastest: TP groups then cross nodes, PP stays inside.
+    """
+    if tp_size < 1 or pp_size < 1:
+        raise ValueError(f"tp_size and pp_size must be >= 1, got {tp_size} and {pp_size}")
+    rank = (lambda p, t: p * tp_size + t) if is_tp_inner else (lambda p, t: t * pp_size + p)
+    tp_groups = [[rank(p, t) for t in range(tp_size)] for p in range(pp_size)]
+    pp_groups = [[rank(p, t) for p in range(pp_size)] for t in range(tp_size)]
+    return tp_groups, pp_groups
+
+
+def mesh_groups(tp_size: int, pp_size: int, is_tp_inner: bool = True) -> MeshGroups:
+    """Create every TP and PP group (a collective call: every rank, same order) and return this rank's."""
+    world_size, me = dist.get_world_size(), dist.get_rank()
+    if tp_size * pp_size != world_size:
+        raise ValueError(f"tp_size {tp_size} x pp_size {pp_size} != world size {world_size}")
+    tp_groups, pp_groups = mesh_ranks(tp_size, pp_size, is_tp_inner)
+    made = {(kind, tuple(ranks)): dist.new_group(ranks)
+            for kind, groups in (("tp", tp_groups), ("pp", pp_groups)) for ranks in groups}
+    tp = next(tuple(r) for r in tp_groups if me in r)
+    pp = next(tuple(r) for r in pp_groups if me in r)
+    return MeshGroups(made[("tp", tp)], made[("pp", pp)], tp.index(me), pp.index(me), tp, pp)
+
+
 def _entry(rank: int, cfg: LaunchConfig, backend: str, port: int, fn: Callable, args: tuple, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR=cfg.master_addr, MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(cfg.world_size), LOCAL_RANK=str(rank))

@@ -137,3 +137,48 @@ def lab1_tour(rank: int, world_size: int, num_tokens: int = 64) -> dict:
         "sp": sp_run(rank, world_size, None, seq),
         "ep": ep_run(rank, world_size, MoEConfig(capacity_factor=1.0), 32),
     }
+
+
+def hybrid_run(rank: int, world_size: int, tp_size: int, prompts: list[list[int]], max_new_tokens: int,
+               layouts: tuple[str, ...] = ("tp_inside", "tp_across")) -> dict:
+    """TP x PP greedy generation (TP groups of `tp_size`, PP over the rest), once per layout.
+
+    "tp_inside": TP over consecutive ranks (one node under torchrun), PP across nodes;
+    "tp_across": TP over ranks on different nodes, PP inside. Returns per layout the tokens and
+    this rank's records as (group "tp"/"pp", op, bytes, crossed the inter-node link).
+    """
+    from inferlab.parallel.launch import mesh_groups
+
+    out: dict = {"rank": rank}
+    for layout in layouts:
+        if layout not in ("tp_inside", "tp_across"):
+            raise ValueError(f"layout must be 'tp_inside' or 'tp_across', got {layout!r}")
+        mesh = mesh_groups(tp_size, world_size // tp_size, is_tp_inner=layout == "tp_inside")
+        tp_comm, pp_comm = CommRecorder(group=mesh.tp_group), CommRecorder(group=mesh.pp_group)
+        model = tensor_parallel(_load(None), tp_comm)
+        tokens = pipeline_generate(model, pp_comm, prompts, max_new_tokens, 1)
+        out[layout] = {"tokens": tokens, "tp_ranks": mesh.tp_ranks, "pp_ranks": mesh.pp_ranks,
+                       "records": [(kind, r.op, r.num_bytes, r.is_inter_node)
+                                   for kind, comm in (("tp", tp_comm), ("pp", pp_comm)) for r in comm.records]}
+    return out
+
+
+def mesh_probe(rank: int, world_size: int, tp_size: int, ranks_per_node: int) -> dict:
+    """Per layout ("tp_inside", "tp_across"): one all-reduce in this rank's TP group and one PP
+    send/recv pair; the records say which crossed nodes (`ranks_per_node` places the ranks)."""
+    from inferlab.parallel.launch import mesh_groups
+
+    out: dict = {}
+    for layout in ("tp_inside", "tp_across"):
+        mesh = mesh_groups(tp_size, world_size // tp_size, is_tp_inner=layout == "tp_inside")
+        tp = CommRecorder(group=mesh.tp_group, ranks_per_node=ranks_per_node)
+        pp = CommRecorder(group=mesh.pp_group, ranks_per_node=ranks_per_node)
+        total = tp.all_reduce(torch.tensor([float(rank)]))
+        x = torch.tensor([-1.0])
+        if mesh.pp_rank == 0:
+            pp.send(torch.tensor([float(rank)]), 1)
+        elif mesh.pp_rank == 1:
+            pp.recv(x, 0)
+        out[layout] = {"tp_sum": total.item(), "received": x.item(), "tp_ranks": mesh.tp_ranks,
+                       "records": [(r.op, r.peer, r.is_inter_node) for r in tp.records + pp.records]}
+    return out

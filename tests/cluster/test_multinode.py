@@ -1,4 +1,4 @@
-"""Two nodes as network namespaces: torchrun across them, TP and PP tokens equal to one device."""
+"""Two nodes as network namespaces: torchrun across them (2 x 2 ranks), TP and PP tokens equal to one device."""
 
 import subprocess
 
@@ -41,20 +41,28 @@ def _one_device(prompt, max_new_tokens):
     return generate_greedy(load_checkpoint(ensure_checkpoint("tiny"), device="cpu"), prompt, max_new_tokens)
 
 
-def test_tensor_parallel_across_nodes_equals_one_device(cluster):
-    results = run_across_nodes("inferlab.parallel.workers:tp_demo")
-    assert len(results) == 2 and results[0]["tokens"] == results[1]["tokens"]
-    assert results[0]["tokens"] == [_one_device([256, 72, 105], 8)]
-    assert results[0]["num_all_reduce"] > 0
+def test_tp_inside_pp_across_on_four_ranks_and_which_bytes_cross_the_link(cluster):
+    """torchrun --nnodes 2 --nproc-per-node 2: TP inside a node and PP across, then the reverse.
 
-
-def test_pipeline_parallel_across_nodes_equals_one_device(cluster):
+    One launch covers what two 2-rank runs did before (TP=2 across the nodes, PP=2 across the
+    nodes, each equal to one device), plus which bytes crossed the link.
+    """
     prompts = [[256, 5, 6, 7], [256, 9, 10, 11]]
-    results = run_across_nodes("inferlab.parallel.workers:pp_run", None, prompts, 6, 2)
-    tokens = results[-1]["tokens"]
-    sent = [r for r in results[0]["records"] if "send" in str(r)]
-    assert sent, "stage 0 sent nothing to the other node"
-    assert tokens == [_one_device(p, 6) for p in prompts]
+    results = run_across_nodes("inferlab.parallel.workers:hybrid_run", 2, prompts, 4, nproc_per_node=2)
+    assert len(results) == 4
+    expected = [_one_device(p, 4) for p in prompts]
+    for r in results:
+        inside, across = r["tp_inside"], r["tp_across"]
+        assert inside["tokens"] == expected and across["tokens"] == expected
+        # torchrun puts ranks 0,1 on node 0 and 2,3 on node 1
+        assert [g // 2 for g in inside["tp_ranks"]] == [r["rank"] // 2] * 2
+        crossing = {(kind, op) for kind, op, _, crossed in inside["records"] if crossed}
+        staying = {(kind, op) for kind, op, _, crossed in inside["records"] if not crossed}
+        assert crossing and all(kind == "pp" for kind, _ in crossing), crossing
+        assert ("tp", "all_reduce") in staying and not any(kind == "pp" for kind, _ in staying)
+        reduces = [crossed for kind, op, _, crossed in across["records"] if op == "all_reduce"]
+        assert reduces and all(reduces), "TP across nodes: every all-reduce must cross the link"
+        assert not any(crossed for kind, _, _, crossed in across["records"] if kind == "pp")
 
 
 def test_status_and_down_are_idempotent():
@@ -68,3 +76,4 @@ def test_bad_config_is_refused_with_the_reason():
         ClusterConfig(num_nodes=2, link_latency_ms=5)
     with pytest.raises(ClusterError, match="num_nodes"):
         ClusterConfig(num_nodes=0)
+
