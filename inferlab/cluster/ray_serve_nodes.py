@@ -113,12 +113,13 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
 
     stop = asyncio.Event()
     sender = asyncio.create_task(traffic(stop))
-    # 1. until the policy has scaled out and replicas run on two nodes
+    # 1. until the policy has scaled out and replicas on two nodes have answered (a replica's actor is
+    # alive seconds before it has loaded the model and Serve sends it requests)
     spread_at = None
     while time.monotonic() - t0 < max_spread_wait_s:
         placement = _replicas_by_node()
         timeline.append((now(), placement))
-        if len(placement) >= 2:
+        if len(placement) >= 2 and len(answered_by) >= 2:
             spread_at = now()
             break
         await asyncio.sleep(0.5)
@@ -126,7 +127,7 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
     killed_at = eject_s = replace_s = None
     num_killed = 0
     if kill and spread_at is not None:
-        await asyncio.sleep(2.0)  # traffic on both nodes
+        await asyncio.sleep(1.0)  # traffic on both nodes
         before = sum(_replicas_by_node().values())
         killed_at = time.monotonic()
         num_killed = kill_node(KILLED_NODE)
@@ -150,7 +151,7 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
             "num_failed_visibly": len(errors), "num_lost_silently": len(tasks) - len(outcomes)
             + sum(o == "lost" for o in outcomes.values()),
             "error_kinds": sorted({e[:120] for e in errors}), "answered_by_node": answered_by,
-            "spread_at_s": spread_at, "replicas_before_kill": before, "num_processes_killed": num_killed,
+            "spread_at_s": spread_at, "killed_at_s": round(killed_at - t0, 2) if killed_at else None, "replicas_before_kill": before, "num_processes_killed": num_killed,
             "killed_node": killed_ip if killed_at else None, "eject_s": eject_s, "replace_s": replace_s,
             "max_nodes_with_replicas": max(len(p) for _, p in timeline),
             "timeline": [(t, p) for t, p in timeline][:: max(1, len(timeline) // 60)]}
