@@ -12,10 +12,11 @@ driver records:
 - `eject_s`: kill -> the GCS marks node 2 dead (health checks every second, 3 misses);
 - `replace_s`: kill -> as many live replicas as before the kill, all on surviving nodes (Serve's
   controller restarts replicas whose actor died; the policy keeps asking for the same number);
-- per request: answered, failed visibly (the handle raised or the engine returned an error: the
-  requests in flight on node 2), lost silently (no answer and no error within `deadline_s`: must be 0).
+- per request: answered, failed visibly (the handle raised or the engine returned an error, after up to
+  two retries of requests whose replica was gone: `ActorUnavailableError`/`ActorDiedError`; generation
+  has no side effect), lost silently (no answer and no error within `deadline_s`: must be 0).
 
-    python -m inferlab.cluster.ray_serve_nodes [--rate-rps 20 --after-kill-s 20] [--no-kill]
+    python -m inferlab.cluster.ray_serve_nodes [--rate-rps 20 --after-kill-s 45] [--no-kill]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from inferlab.cluster.ray_cluster import _last_json, driver_argv, kill_node, ray
 KILLED_NODE = 2
 
 
-def run_serve_across_nodes(rate_rps: float = 20.0, after_kill_s: float = 20.0, kill: bool = True,
+def run_serve_across_nodes(rate_rps: float = 20.0, after_kill_s: float = 45.0, kill: bool = True,
                            max_spread_wait_s: float = 90.0, timeout_s: float = 600.0) -> dict:
     """Cluster, Ray, the driver in node 0; returns the driver's result (see the module doc)."""
     started = time.monotonic()
@@ -73,7 +74,7 @@ def _replicas_by_node() -> dict[str, int]:
 
 
 async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_spread_wait_s: float,
-                 deadline_s: float, killed_ip: str) -> dict:
+                 deadline_s: float, killed_ip: str, max_retries: int = 2) -> dict:
     import numpy as np
     import ray
 
@@ -84,17 +85,31 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
     timeline: list[tuple[float, dict[str, int]]] = []
     t0 = time.monotonic()
 
+    num_retried = 0
+
     async def one(i: int) -> None:
+        nonlocal num_retried
         body = {"prompt_token_ids": rng.integers(0, 256, int(rng.integers(32, 128))).tolist(),
                 "max_tokens": int(rng.integers(16, 48))}
-        try:
-            reply = await asyncio.wait_for(handle.remote(body), timeout=deadline_s)
-        except asyncio.TimeoutError:
-            outcomes[i] = "lost"  # neither an answer nor an error within the deadline
-            return
-        except Exception as exc:  # the handle raised: the client sees it
-            outcomes[i] = f"error: {type(exc).__name__}"
-            return
+        for attempt in range(1 + max_retries):
+            try:
+                reply = await asyncio.wait_for(handle.remote(body), timeout=deadline_s)
+            except asyncio.TimeoutError:
+                outcomes[i] = "lost"  # neither an answer nor an error within the deadline
+                return
+            except (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError) as exc:
+                # its replica is gone (the node died): generation has no side effect, so send it again;
+                # the handle routes it to a live replica once the controller has dropped the dead one
+                if attempt < max_retries:
+                    num_retried += 1
+                    await asyncio.sleep(0.5 * (attempt + 1))
+                    continue
+                outcomes[i] = f"error: {type(exc).__name__}"
+                return
+            except Exception as exc:  # the handle raised: the client sees it
+                outcomes[i] = f"error: {type(exc).__name__}"
+                return
+            break
         if reply.get("error") is not None:
             outcomes[i] = f"error: {reply['error']}"
         else:
@@ -148,7 +163,7 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
     await asyncio.gather(*tasks)
     errors = [o for o in outcomes.values() if o.startswith("error")]
     return {"num_requests": len(tasks), "num_ok": sum(o == "ok" for o in outcomes.values()),
-            "num_failed_visibly": len(errors), "num_lost_silently": len(tasks) - len(outcomes)
+            "num_failed_visibly": len(errors), "num_retried": num_retried, "num_lost_silently": len(tasks) - len(outcomes)
             + sum(o == "lost" for o in outcomes.values()),
             "error_kinds": sorted({e[:120] for e in errors}), "answered_by_node": answered_by,
             "spread_at_s": spread_at, "killed_at_s": round(killed_at - t0, 2) if killed_at else None, "replicas_before_kill": before, "num_processes_killed": num_killed,
@@ -176,7 +191,7 @@ def _driver(rate_rps: float, after_kill_s: float, kill: bool, max_spread_wait_s:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m inferlab.cluster.ray_serve_nodes", description=__doc__.split("\n\n")[0])
     p.add_argument("--rate-rps", type=float, default=20.0)
-    p.add_argument("--after-kill-s", type=float, default=20.0)
+    p.add_argument("--after-kill-s", type=float, default=45.0)
     p.add_argument("--max-spread-wait-s", type=float, default=90.0)
     p.add_argument("--no-kill", action="store_true", help="spread and autoscale only; lose no node")
     p.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
