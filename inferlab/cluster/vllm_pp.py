@@ -61,7 +61,8 @@ def try_vllm_pp(startup_timeout_s: float = 300.0) -> dict:
                   if re.search(r"\w+(Error|Exception)\b: ", line) and "WARNING" not in line]
         # the root cause is the first exception the engine core logged; the API server's last one wraps it
         return {"started": answered is not None, "models": answered, "exit_code": server.returncode,
-                "error": errors[0] if errors else None, "last_error": errors[-1] if errors else None, "log_tail": text[-3000:], "log": str(log)}
+                "error": errors[0] if errors else None, "last_error": errors[-1] if errors else None,
+                "log_tail": text[-3000:], "log": str(log)}
     finally:
         ray_down()
         cluster_down()
