@@ -74,7 +74,8 @@ def _start_prometheus(node: int) -> subprocess.Popen:
     (work / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "500ms", "evaluation_interval": "500ms", "scrape_timeout": "400ms"},
         "rule_files": ["rules.yml"],
-        "scrape_configs": [{"job_name": "inferlab-router", "static_configs": [{"targets": [f"127.0.0.1:{PORT_ROUTE}"]}]}]}))
+        "scrape_configs": [{"job_name": "inferlab-router",
+                            "static_configs": [{"targets": [f"127.0.0.1:{PORT_ROUTE}"]}]}]}))
     argv = [require("prometheus"), f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
             f"--web.listen-address=127.0.0.1:{PORT_PROMETHEUS}", "--log.level=warn"]
     return subprocess.Popen(node_exec_argv(node, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

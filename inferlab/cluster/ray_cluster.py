@@ -109,7 +109,7 @@ def ray_up(num_cpus_per_worker: float = 1, timeout_s: float = 120.0) -> list[dic
              "print(json.dumps([{k:n[k] for k in ('NodeManagerAddress','Alive','Resources')} for n in ray.nodes()]))")
     done = subprocess.run(node_exec_argv(0, [sys.executable, "-c", probe, str(len(nodes)), str(timeout_s)]), env=env,
                           capture_output=True, text=True, timeout=timeout_s + 60)
-    table = _last_json(done.stdout)
+    table = last_json(done.stdout)
     if done.returncode != 0 or table is None or sum(n["Alive"] for n in table) < len(nodes):
         ray_down()
         raise ClusterError(f"the Ray nodes did not all join the head within {timeout_s:.0f} s: "
@@ -147,7 +147,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _last_json(text: str) -> "list | dict | None":
+def last_json(text: str) -> "list | dict | None":
     import json
 
     for line in reversed(text.strip().splitlines()):

@@ -30,7 +30,7 @@ import sys
 import time
 
 from inferlab.cluster.netns import ClusterConfig, ClusterError, cluster_down, cluster_up
-from inferlab.cluster.ray_cluster import _last_json, driver_argv, kill_node, ray_down, ray_env, ray_up
+from inferlab.cluster.ray_cluster import last_json, driver_argv, kill_node, ray_down, ray_env, ray_up
 
 KILLED_NODE = 2
 
@@ -49,9 +49,10 @@ def run_serve_across_nodes(rate_rps: float = 20.0, after_kill_s: float = 45.0, k
                    RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S="1")
         done = subprocess.run(driver_argv("inferlab.cluster.ray_serve_nodes", *args), env=env, capture_output=True,
                               text=True, timeout=timeout_s)
-        result = _last_json(done.stdout)
+        result = last_json(done.stdout)
         if done.returncode != 0 or not isinstance(result, dict):
-            raise ClusterError(f"the Ray Serve driver in node 0 failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+            raise ClusterError(f"the Ray Serve driver in node 0 failed (exit {done.returncode}):\n"
+                               f"{done.stderr[-3000:]}")
         result["ray_nodes"] = [n["NodeManagerAddress"] for n in table]
         result["cluster_up_s"] = round(up_s, 1)
         return result
@@ -163,10 +164,11 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
     await asyncio.gather(*tasks)
     errors = [o for o in outcomes.values() if o.startswith("error")]
     return {"num_requests": len(tasks), "num_ok": sum(o == "ok" for o in outcomes.values()),
-            "num_failed_visibly": len(errors), "num_retried": num_retried, "num_lost_silently": len(tasks) - len(outcomes)
-            + sum(o == "lost" for o in outcomes.values()),
+            "num_failed_visibly": len(errors), "num_retried": num_retried,
+            "num_lost_silently": len(tasks) - len(outcomes) + sum(o == "lost" for o in outcomes.values()),
             "error_kinds": sorted({e[:120] for e in errors}), "answered_by_node": answered_by,
-            "spread_at_s": spread_at, "killed_at_s": round(killed_at - t0, 2) if killed_at else None, "replicas_before_kill": before, "num_processes_killed": num_killed,
+            "spread_at_s": spread_at, "killed_at_s": round(killed_at - t0, 2) if killed_at else None,
+            "replicas_before_kill": before, "num_processes_killed": num_killed,
             "killed_node": killed_ip if killed_at else None, "eject_s": eject_s, "replace_s": replace_s,
             "max_nodes_with_replicas": max(len(p) for _, p in timeline),
             "timeline": [(t, p) for t, p in timeline][:: max(1, len(timeline) // 60)]}

@@ -23,8 +23,8 @@ import subprocess
 import sys
 import time
 
-from inferlab.cluster.netns import ClusterConfig, ClusterError, cluster_down, cluster_up
-from inferlab.cluster.ray_cluster import node_exec_argv, ray_down, ray_env, ray_up
+from inferlab.cluster.netns import ClusterConfig, ClusterError, cluster_down, cluster_up, node_exec_argv
+from inferlab.cluster.ray_cluster import ray_down, ray_env, ray_up
 from inferlab.paths import build_dir
 
 PORT = 8000

@@ -33,6 +33,9 @@ DEMO_PARAMS = SloAwareParams(target_compute_utilization=0.5, target_kv_utilizati
                              trend_window_s=6.0, downscale_hold_s=6.0, max_waiting_per_replica=4.0)
 
 
+DEMO_POLICY = "inferlab.deploy.ray_serve:demo_policy"
+
+
 def demo_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
     """`slo_aware_policy` with `DEMO_PARAMS` (seconds-scale windows)."""
     num_replicas, state = slo_aware_policy(ctx, DEMO_PARAMS)
@@ -159,7 +162,7 @@ async def _replay(handle: Any, trace: list[tuple[float, int, int]], result: Demo
     await asyncio.gather(watch(), *(one(*r) for r in trace))
 
 
-def engine_deployment(policy: "str | Callable[[Any], tuple[int, dict[str, Any]]]" = "inferlab.deploy.ray_serve:demo_policy",
+def engine_deployment(policy: "str | Callable[[Any], tuple[int, dict[str, Any]]]" = DEMO_POLICY,
                       max_replicas: int = 3, min_replicas: int = 1, num_cpus: float = 0.5) -> Any:
     """The engine as a Serve deployment "engine", autoscaled by `policy` (Ray's own delays at 0)."""
     from ray import serve
