@@ -16,7 +16,7 @@ driver records:
   two retries of requests whose replica was gone: `ActorUnavailableError`/`ActorDiedError`; generation
   has no side effect), lost silently (no answer and no error within `deadline_s`: must be 0).
 
-    python -m inferlab.cluster.ray_serve_nodes [--rate-rps 20 --after-kill-s 45] [--no-kill]
+    python -m inferlab.cluster.ray_serve_nodes [--rate-rps 40 --after-kill-s 45] [--no-kill]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from inferlab.cluster.ray_cluster import last_json, driver_argv, kill_node, ray_
 KILLED_NODE = 2
 
 
-def run_serve_across_nodes(rate_rps: float = 20.0, after_kill_s: float = 45.0, kill: bool = True,
+def run_serve_across_nodes(rate_rps: float = 40.0, after_kill_s: float = 45.0, kill: bool = True,
                            max_spread_wait_s: float = 90.0, timeout_s: float = 600.0) -> dict:
     """Cluster, Ray, the driver in node 0; returns the driver's result (see the module doc)."""
     started = time.monotonic()
@@ -192,7 +192,7 @@ def _driver(rate_rps: float, after_kill_s: float, kill: bool, max_spread_wait_s:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m inferlab.cluster.ray_serve_nodes", description=__doc__.split("\n\n")[0])
-    p.add_argument("--rate-rps", type=float, default=20.0)
+    p.add_argument("--rate-rps", type=float, default=40.0)
     p.add_argument("--after-kill-s", type=float, default=45.0)
     p.add_argument("--max-spread-wait-s", type=float, default=90.0)
     p.add_argument("--no-kill", action="store_true", help="spread and autoscale only; lose no node")
