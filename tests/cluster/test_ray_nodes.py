@@ -5,6 +5,8 @@ worker nodes, node 2 is killed under load, Serve replaces its replicas on node 1
 silently. Skipped with the reason where namespaces cannot be made (not root, no iproute2).
 """
 
+import json
+
 import pytest
 
 from inferlab.cluster.netns import ClusterError, preflight
@@ -24,6 +26,7 @@ def test_serve_replicas_spread_across_nodes_and_survive_a_node_loss():
     from inferlab.cluster.ray_serve_nodes import run_serve_across_nodes
 
     result = run_serve_across_nodes(rate_rps=40.0, after_kill_s=45.0)
+    print(json.dumps({k: v for k, v in result.items() if k != "timeline"}))  # the numbers, with pytest -s
     assert sorted(result["ray_nodes"]) == ["10.213.7.1", "10.213.7.2", "10.213.7.3"], result["ray_nodes"]
     # the policy scaled out and Ray placed the replicas on both worker nodes, which both answered
     assert result["spread_at_s"] is not None and result["max_nodes_with_replicas"] == 2, result["timeline"]
