@@ -4,7 +4,8 @@
 (`ray_cluster.ray_up`: head in node 0 without CPUs, a 1-CPU worker in nodes 1 and 2) and runs a driver
 in node 0. The driver deploys `inferlab.deploy.ray_serve.engine_deployment` (the tiny engine, half a
 CPU per replica, autoscaled by `demo_policy`, the simulator's `slo_aware_policy`) and sends a Poisson
-stream of requests through a deployment handle. Once the policy has scaled out and replicas run on two
+stream of requests through a deployment handle (40/s until the policy has scaled out, 12/s after the
+kill: what the surviving node serves). Once the policy has scaled out and replicas run on two
 nodes, every process of node 2 is killed (SIGKILL: the machine lost power), traffic goes on, and the
 driver records:
 
