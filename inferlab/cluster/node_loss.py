@@ -55,8 +55,55 @@ def _wait_ready(node: int, url: str, timeout_s: float = 180.0) -> None:
         raise ClusterError(f"{url} did not answer within {timeout_s:.0f} s (from node {node})")
 
 
+PORT_PROMETHEUS = 9090
+PROMETHEUS_TIME_SCALE = 30  # the lab 6 rules with every window / 30: the 30 s ejection `for` is 1 s, 5 m is 10 s
+
+
+def _start_prometheus(node: int) -> subprocess.Popen:
+    """Prometheus in node 0 scraping the router every 0.5 s, with the lab 6 rules (time-compressed)."""
+    import yaml
+
+    from inferlab.observe.prometheus import require
+    from inferlab.observe.slo import SLOConfig, rules_yaml
+    from inferlab.paths import build_dir
+
+    work = build_dir() / "node_loss_prometheus"
+    subprocess.run(["rm", "-rf", str(work)], check=False)
+    work.mkdir(parents=True)
+    (work / "rules.yml").write_text(rules_yaml(SLOConfig(time_scale=PROMETHEUS_TIME_SCALE)))
+    (work / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "500ms", "evaluation_interval": "500ms", "scrape_timeout": "400ms"},
+        "rule_files": ["rules.yml"],
+        "scrape_configs": [{"job_name": "inferlab-router",
+                            "static_configs": [{"targets": [f"127.0.0.1:{PORT_ROUTE}"]}]}]}))
+    argv = [require("prometheus"), f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{PORT_PROMETHEUS}", "--log.level=warn"]
+    return subprocess.Popen(node_exec_argv(node, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, cwd=work)
+
+
+def _alerts_fired(node: int, start_s: float, end_s: float, killed_at: float) -> dict:
+    """Each alert that fired during the run: seconds from the kill to its first firing sample."""
+    import urllib.parse
+
+    query = urllib.parse.urlencode({"query": 'ALERTS{alertstate="firing"}', "start": start_s, "end": end_s,
+                                    "step": "0.5"})
+    url = f"http://127.0.0.1:{PORT_PROMETHEUS}/api/v1/query_range?{query}"
+    fetch = "import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+    done = subprocess.run(node_exec_argv(node, [sys.executable, "-c", fetch, url]), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ClusterError(f"could not query Prometheus in node {node}: {done.stderr[-1000:]}")
+    fired: dict = {}
+    for series in json.loads(done.stdout)["data"]["result"]:
+        name, first = series["metric"]["alertname"], float(series["values"][0][0])
+        fired[name] = round(min(first - killed_at, fired.get(name, first - killed_at)), 2)
+    return fired
+
+
 def run_node_loss(num_requests: int = 120, rate_rps: float = 8.0, kill_after_s: float = 5.0,
-                  max_tokens: int = 24) -> dict:
+                  max_tokens: int = 24, prometheus: bool = False) -> dict:
+    """Args: prometheus: also run Prometheus in node 0 on the router's /metrics with the lab 6 rules
+    (windows / PROMETHEUS_TIME_SCALE) and report which alerts fired, seconds after the kill."""
     nodes = cluster_up(ClusterConfig(num_nodes=3))
     procs: list[subprocess.Popen] = []
     try:
@@ -69,6 +116,10 @@ def run_node_loss(num_requests: int = 120, rate_rps: float = 8.0, kill_after_s: 
         procs.append(_start(0, [sys.executable, "-m", "inferlab", "route", "--host", "127.0.0.1", "--port",
                                 str(PORT_ROUTE), "--health-interval-s", "0.5", *replicas]))
         _wait_ready(0, f"http://127.0.0.1:{PORT_ROUTE}/health")
+        if prometheus:
+            procs.append(_start_prometheus(0))
+            _wait_ready(0, f"http://127.0.0.1:{PORT_PROMETHEUS}/-/ready")
+        started_at = time.time()
         client = subprocess.Popen(node_exec_argv(0, [sys.executable, "-m", "inferlab.cluster.node_loss", "--client",
                                                      "--num-requests", str(num_requests), "--rate-rps", str(rate_rps),
                                                      "--max-tokens", str(max_tokens),
@@ -88,6 +139,9 @@ def run_node_loss(num_requests: int = 120, rate_rps: float = 8.0, kill_after_s: 
         ejected = result.pop("ejected_at")
         result["ejected_after_s"] = None if ejected is None else round(ejected - killed_at, 2)
         result["kill_after_s"] = kill_after_s
+        if prometheus:
+            time.sleep(2.0)  # a few more scrapes and evaluations with the dead replica ejected
+            result["alerts_fired_after_kill_s"] = _alerts_fired(0, started_at, time.time(), killed_at)
         return result
     finally:
         for proc in procs:
@@ -163,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate-rps", type=float, default=8.0)
     p.add_argument("--kill-after-s", type=float, default=5.0)
     p.add_argument("--max-tokens", type=int, default=24)
+    p.add_argument("--prometheus", action="store_true", help="also scrape the router with the lab 6 rules")
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--watch", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -170,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asyncio.run(_client(args.num_requests, args.rate_rps, args.max_tokens, args.watch))))
         return 0
     try:
-        print(json.dumps(run_node_loss(args.num_requests, args.rate_rps, args.kill_after_s, args.max_tokens)))
+        print(json.dumps(run_node_loss(args.num_requests, args.rate_rps, args.kill_after_s, args.max_tokens,
+                                       args.prometheus)))
     except ClusterError as err:
         print(f"node loss: error: {err}", file=sys.stderr)
         return 2

@@ -33,6 +33,9 @@ DEMO_PARAMS = SloAwareParams(target_compute_utilization=0.5, target_kv_utilizati
                              trend_window_s=6.0, downscale_hold_s=6.0, max_waiting_per_replica=4.0)
 
 
+DEMO_POLICY = "inferlab.deploy.ray_serve:demo_policy"
+
+
 def demo_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
     """`slo_aware_policy` with `DEMO_PARAMS` (seconds-scale windows)."""
     num_replicas, state = slo_aware_policy(ctx, DEMO_PARAMS)
@@ -56,6 +59,12 @@ class EngineReplica:
         from inferlab.profile import engine_config, load_engine_model
 
         torch.set_num_threads(num_threads)
+        try:  # the node this replica runs on (its address), so a client can see where answers come from
+            import ray
+
+            self.node = ray.util.get_node_ip_address()
+        except Exception:
+            self.node = None
         self.config = engine_config(max_num_seqs=32, max_num_batched_tokens=512, num_kv_blocks=1024)
         self.engine = LLMEngine(load_engine_model(preset), self.config)
         self.lock = threading.Lock()
@@ -86,7 +95,7 @@ class EngineReplica:
                                                  SamplingParams(max_tokens=int(body["max_tokens"]), ignore_eos=True))
             self.waiters[request_id] = future
         out = await future
-        return {"request_id": request_id, "error": out.error}
+        return {"request_id": request_id, "error": out.error, "node": self.node}
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Custom metrics for the policy (Ray Serve calls this on each replica)."""
@@ -153,6 +162,23 @@ async def _replay(handle: Any, trace: list[tuple[float, int, int]], result: Demo
     await asyncio.gather(watch(), *(one(*r) for r in trace))
 
 
+def engine_deployment(policy: "str | Callable[[Any], tuple[int, dict[str, Any]]]" = DEMO_POLICY,
+                      max_replicas: int = 3, min_replicas: int = 1, num_cpus: float = 0.5) -> Any:
+    """The engine as a Serve deployment "engine", autoscaled by `policy` (Ray's own delays at 0)."""
+    from ray import serve
+    from ray.serve.config import AutoscalingConfig
+
+    with warnings.catch_warnings():  # metrics_interval_s is deprecated, but look_back_period_s must exceed it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        autoscaling = AutoscalingConfig(min_replicas=min_replicas, max_replicas=max_replicas,
+                                        initial_replicas=min_replicas, target_ongoing_requests=8,
+                                        upscale_delay_s=0.0, downscale_delay_s=0.0, look_back_period_s=2.0,
+                                        metrics_interval_s=1.0, policy={"policy_function": policy})
+    return serve.deployment(EngineReplica, name="engine", autoscaling_config=autoscaling,
+                            ray_actor_options={"num_cpus": num_cpus}, max_ongoing_requests=64,
+                            graceful_shutdown_timeout_s=2.0)
+
+
 def run_demo(policy: "str | Callable[[Any], tuple[int, dict[str, Any]]]" = "inferlab.deploy.ray_serve:demo_policy",
              max_replicas: int = 3, tail_s: float = 60.0, trace: list[tuple[float, int, int]] | None = None,
              address: str | None = None) -> DemoResult:
@@ -168,7 +194,6 @@ def run_demo(policy: "str | Callable[[Any], tuple[int, dict[str, Any]]]" = "infe
     os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
     import ray
     from ray import serve
-    from ray.serve.config import AutoscalingConfig
 
     from inferlab.paths import build_dir
 
@@ -181,15 +206,7 @@ def run_demo(policy: "str | Callable[[Any], tuple[int, dict[str, Any]]]" = "infe
         ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp_dir), log_to_driver=False,
                  configure_logging=False)
     try:
-        with warnings.catch_warnings():  # metrics_interval_s is deprecated, but look_back_period_s must exceed it
-            warnings.simplefilter("ignore", DeprecationWarning)
-            autoscaling = AutoscalingConfig(min_replicas=1, max_replicas=max_replicas, initial_replicas=1,
-                                            target_ongoing_requests=8, upscale_delay_s=0.0, downscale_delay_s=0.0,
-                                            look_back_period_s=2.0, metrics_interval_s=1.0,
-                                            policy={"policy_function": policy})
-        deployment = serve.deployment(EngineReplica, name="engine", autoscaling_config=autoscaling,
-                                      ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64,
-                                      graceful_shutdown_timeout_s=2.0)
+        deployment = engine_deployment(policy, max_replicas)
         handle = serve.run(deployment.bind(), name="inferlab", route_prefix=None)
 
         def running() -> int:

@@ -64,6 +64,11 @@ class RouterMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("inferlab_router_requests", "answers to clients, by HTTP status (cut: a stream "
                                 "its replica abandoned)", ["code"], registry=self.registry)
+        # the failure series exist at 0 from the start: a counter that first appears at 1 has no increase in
+        # rate() (no earlier sample), so the first cut stream after a node loss would never reach the
+        # availability rule (seen live: 1 cut of 120, RouterAvailabilityLow silent)
+        for code in ("cut", "500", "502", "503"):
+            self.requests.labels(code=code)
         self.registry.register(_RouterState(state))
 
     def render(self) -> bytes:

@@ -124,6 +124,12 @@ def recording_rules(slo: SLOConfig = SLOConfig()) -> list[dict]:
         f'sum by (model_name) (rate(vllm:e2e_request_latency_seconds_bucket{{le="{_le(slo.e2e_s)}"}}[{w}]))')})
     rules.append({"record": "inferlab:ttft_seconds:p99_5m", "expr": (
         f"histogram_quantile(0.99, sum by (model_name, le) (rate(vllm:time_to_first_token_seconds_bucket[{w}])))")})
+    # what the router's clients got: a replica that dies mid-answer never counts the request itself
+    rules.append({"record": "inferlab:router_availability:ratio_rate5m", "expr": (
+        f'1 - (\n  sum(rate(inferlab_router_requests_total{{code=~"5..|cut"}}[{w}]))\n  /\n'
+        f"  sum(rate(inferlab_router_requests_total[{w}]))\n)")})
+    rules.append({"record": "inferlab:router_replicas_healthy:ratio", "expr": (
+        "sum(inferlab_router_replica_healthy) / count(inferlab_router_replica_healthy)")})
     return rules
 
 
@@ -151,6 +157,17 @@ def alert_rules(slo: SLOConfig = SLOConfig()) -> list[dict]:
                   "for": duration(max(1, 60 // slo.time_scale)),
                   "labels": {"severity": "page", "sli": "availability"},
                   "annotations": {"summary": "replica {{ $labels.instance }} does not answer its scrape"}})
+    # the router's view: it ejected a replica (a node lost), and its clients' availability
+    rules.append({"alert": "RouterReplicaEjected", "expr": "inferlab_router_replica_healthy == 0",
+                  "for": duration(max(1, 30 // slo.time_scale)),
+                  "labels": {"severity": "ticket", "sli": "availability"},
+                  "annotations": {"summary": "the router ejected replica {{ $labels.replica }} (capacity lost)"}})
+    rules.append({"alert": "RouterAvailabilityLow",
+                  "expr": f"inferlab:router_availability:ratio_rate5m < {slo.availability_objective}",
+                  "labels": {"severity": "page", "sli": "availability"},
+                  "annotations": {"summary": "the router's clients got errors: availability over 5 m is "
+                                             "{{ $value | humanizePercentage }} (objective "
+                                             f"{slo.availability_objective})"}})
     return rules
 
 

@@ -54,3 +54,15 @@ def test_compressed_windows_and_bad_configs():
         slo.SLOConfig(objective=1.0)
     with pytest.raises(ValueError, match="unknown SLI"):
         slo.error_ratio_expr("latency", "5m")
+
+
+@needs_promtool
+def test_the_unit_tests_catch_an_ejection_alert_that_never_fires(tmp_path):
+    """The node-loss case can fail: an ejection alert that looks at the wrong value is caught."""
+    text = slo.rules_yaml().replace("inferlab_router_replica_healthy == 0", "inferlab_router_replica_healthy < 0")
+    assert text != slo.rules_yaml()
+    (tmp_path / "inferlab.rules.yml").write_text(text)
+    shutil.copy(RULES / "inferlab.rules.test.yml", tmp_path)
+    out = subprocess.run([PROMTOOL, "test", "rules", "inferlab.rules.test.yml"], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert out.returncode != 0 and "RouterReplicaEjected" in out.stdout + out.stderr
