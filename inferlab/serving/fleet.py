@@ -142,7 +142,7 @@ class Fleet:
     num_forced_stops: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        self._t0 = time.monotonic()
+        self._t0, self._t0_perf = time.monotonic(), time.perf_counter()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {}
@@ -151,14 +151,28 @@ class Fleet:
         self.target = cfg.initial_replicas if cfg.initial_replicas is not None else cfg.min_replicas
         self.router: HttpRouter | None = None
         self.base_url = ""
+        # ports fixed up front, so a static Prometheus config scrapes every replica the fleet will start (an
+        # unused port: up=0); never reused while any is left, so one `instance` is one process (no counter reset)
+        self.slot_ports = [_free_port() for _ in range(3 * cfg.max_replicas)]
+
+    def scrape_targets(self) -> list[str]:
+        """"host:port" of every replica slot, for a Prometheus scraping the fleet."""
+        return [f"127.0.0.1:{p}" for p in self.slot_ports]
 
     def now(self) -> float:
         return time.monotonic() - self._t0
 
+    def fleet_time(self, perf_counter_s: float) -> float:
+        """A `time.perf_counter()` reading (the load generator's records) on the fleet's clock."""
+        return perf_counter_s - self._t0_perf
+
     # ------------------------------------------------------------ processes
 
     def _launch(self) -> LiveReplica:
-        port = _free_port()
+        used = [r.url for r in self.replicas]
+        alive = {r.url for r in self.replicas if r.state != STOPPED}
+        fresh = [p for p in self.slot_ports if f"http://127.0.0.1:{p}" not in used]
+        port = fresh[0] if fresh else next(p for p in self.slot_ports if f"http://127.0.0.1:{p}" not in alive)
         log = tempfile.TemporaryFile("w+")  # a file: an unread pipe would fill and stall the server
         proc = subprocess.Popen([sys.executable, "-m", "inferlab", "serve", "--port", str(port),
                                  "--max-num-seqs", str(self.config.max_num_seqs), *self.config.server_args],
@@ -365,3 +379,18 @@ def oracle_replica_seconds(token_times_s: list[float], end_s: float, replica_tok
         span = min(window_s, end_s - i * window_s)
         total += max(min_replicas, math.ceil(n / (replica_tokens_per_s * window_s) - 1e-9)) * span
     return total
+
+
+def best_replica_tokens_per_s(token_times_s: list[float], timeline: list[dict[str, float]], end_s: float,
+                              window_s: float = 10.0) -> float:
+    """The most output tokens per running-replica-second any `window_s` window of a run achieved."""
+    stops = [row["time_s"] for row in timeline[1:]] + [end_s]
+    best = 0.0
+    for k in range(max(1, math.ceil(end_s / window_s))):
+        lo, hi = k * window_s, min(end_s, (k + 1) * window_s)
+        replica_s = sum(row["num_running_on_demand"] * max(0.0, min(hi, stop) - max(lo, row["time_s"]))
+                        for row, stop in zip(timeline, stops))
+        tokens = sum(1 for t in token_times_s if lo <= t < hi)
+        if replica_s > 0:
+            best = max(best, tokens / replica_s)
+    return best
