@@ -3,6 +3,7 @@
 agree, the fleet's GPU-hours match the simulator's bill, bad input is named."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -136,5 +137,11 @@ def test_report_is_one_file(tmp_path):
                          ("f", figure_html(fig))], path=tmp_path / "r.html")
     text = path.read_text()
     assert "<table>" in text and "data:image/png;base64," in text and "<td>-</td>" in text
+    assert not re.search(r"<(script|link)\b", text, re.I) and not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text, re.I), \
+        "the report loads something from the network (scripts, stylesheets, MathJax)"
+    for bad in ('<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>',
+                "<link rel='stylesheet' href='//example.org/a.css'>", '<img src="http://example.org/x.png"/>'):
+        with pytest.raises(ValueError, match="self-contained"):
+            write_report([("t", bad)], path=tmp_path / "bad.html")
     assert validate_backlog([{"item": "ten chars long", "owner_role": "platform", "priority": "P1",
                               "linked": "ttft", "due": "2027-01-01"}]) == []
