@@ -875,36 +875,32 @@ for _i, (_f, _r, _s, _seed) in enumerate([("paused", 1, 70.0, 11), ("network_lat
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ## 2.3 The live tabletop (demo, not graded; ~1 min)
+# ## 2.3 The live tabletop (demo, not graded; ~1.5 min)
 #
 # The same exercise against the running stack with lab 6's chaos tooling: the Chaos Toolkit experiment
 # `kill-replica` (two replicas behind fault-injection proxies, Prometheus with the SLO rules, a steady
-# client load) kills replica 1. Its Prometheus series are replayed as injects every 5 s; log your
-# decisions as you would in the room, compare your detection with the alerts' firing times, and write the
-# backlog with your Exercise 8. Skipped while autograding.
+# client load) kills replica 1. `inferlab.observe.tabletop.run_live_tabletop` turns the run into a
+# `LiveTabletop`: the same interface as `Tabletop`, its snapshot built from the real Prometheus (`up`,
+# KV, TTFT per replica) and from the clients' attempts (error ratio, TTFT per replica), an inject every
+# 5 s. **Your `play_tabletop` plays it** unchanged, and `check_log` checks your detection time against
+# the firing time of the first page alert (`ReplicaDown` here) that Prometheus really fired, the fault
+# and the replica you name. Your Exercise 8 writes the backlog. Skipped while autograding.
 
 # %%
-if run_demo("the live tabletop: a chaos experiment kills a replica (~1 min)"):
-    from inferlab.observe.chaos.toolkit import format_row, load, run_experiment
+if run_demo("the live tabletop: a chaos experiment kills a replica, your decision log plays it (~1.5 min)"):
+    from inferlab.observe.chaos.toolkit import format_row
+    from inferlab.observe.tabletop import check_log, run_live_tabletop
 
-    experiment = load("kill-replica")
-    experiment["method"][0]["pauses"]["after"] = pick(20, 8)
-    report = run_experiment(experiment, warmup_s=pick(8.0, 5.0), recovery_s=pick(10.0, 5.0))
-    print(format_row(report))
-    up, rate = dict(report["series"]["up"]), dict(report["series"]["requests_per_s"])
-    live_log = []  # your decisions, as in the room: here, the first replica whose scrapes fail
-    for t in sorted(up)[::5]:  # an inject every 5 s of Prometheus's series (s since the stack started)
-        print(f"inject at {t:5.1f} s: {up[t]:.0f} replicas up, {rate.get(t, math.nan):.1f} requests/s")
-        if up[t] < 2 and not live_log:
-            live_log += [{"t_s": t, "action": "detect", "note": "a replica's scrapes fail"},
-                         {"t_s": t, "action": "diagnose", "fault": "replica_down", "replica": 1,
-                          "note": "up = 0 and its clients are refused"},
-                         {"t_s": t, "action": "mitigate", "note": "drain replica 1, restart it"}]
-    print("alerts, seconds after the fault began:", report["alerts"])
-    print("events, seconds after the fault began:", report["events"])
+    live_table, live_report = run_live_tabletop("kill-replica", warmup_s=12.0, recovery_s=pick(10.0, 5.0),
+                                                fault_s=pick(20, 8))
+    print(format_row(live_report))
+    live_log = play_tabletop(live_table)  # your decisions, on the live injects
     for e in live_log:
         print(e)
-    print(yaml.safe_dump(tabletop_backlog([{**e, "phase": 0} for e in live_log]), sort_keys=False))
+    print(f"fault at {live_table.start_s:.1f} s; alerts (s since the snapshot began): "
+          f"{ {k: round(v, 1) for k, v in live_table.alerts.items()} }; page at {live_table.alert_s():.1f} s")
+    print("auto-checks of your live log:", check_log(live_table, live_log) or "all pass")
+    print(yaml.safe_dump(tabletop_backlog(live_log), sort_keys=False))
 
 # %% [markdown]
 # ## 2.4 The postmortem (graded by hand, 4 points)
