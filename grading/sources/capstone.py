@@ -12,14 +12,14 @@
 # | | |
 # |---|---|
 # | Prerequisites | Labs 0-6 (TTFT/TPOT/goodput, the cost model, routing, autoscaling, PromQL, diagnosis, the backlog format) |
-# | Hardware tier | **CPU** (any laptop). The live demo starts 2 `inferlab serve` replicas, `inferlab route` and Debian's `prometheus` |
-# | Time | ~1 min in fast mode, ~2 min in full mode (the live demos add ~1.5 min) |
+# | Hardware tier | **CPU** (any laptop). The live demos start 1-3 `inferlab serve` replicas behind the router, a chaos stack of 2, and Debian's `prometheus` |
+# | Time | ~1 min in fast mode, ~2 min in full mode (the live demos add ~2.5 min) |
 # | Hours | portfolio 6 h, assessment 4 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |
 # | Graded (24 points automatically, 10 by hand) | part 1: layout for a budget (3), review from records (2), review from Prometheus (3), the two agree (2), fleet review (3), autoscaler on an unseen trace (3); part 2: detection time (2), fault named (2), replica named (2), backlog (2); by hand: metrics review (6), postmortem (4) |
 #
 # Everything graded runs on **hidden data**: other models and budgets, record sets the tests generate
 # with the simulator, evaluation traces of the trace family (`split="eval"`, seeds a policy was never
-# tuned on), and hidden incidents. The live parts (section 1.6 and 2.4) are not graded and are skipped
+# tuned on), and hidden incidents. The live parts (sections 1.7 and 2.3) are not graded and are skipped
 # while autograding; they write one HTML report, `build/capstone/report.html`.
 
 # %%
