@@ -15,7 +15,8 @@ Every `period_s` the controller
   "num_waiting_requests" (`vllm:num_requests_waiting`) per replica; `total_num_requests` from the
   router's in-flight count; `num_starting_replicas`; `cold_start_s` (mean measured so far);
 - calls the policy and reconciles: up launches processes, down first cancels starting ones
-  (newest first), then drains the running replica with the fewest requests in flight.
+  (newest first), then drains the running replica with the fewest requests in flight; a replica
+  whose process died is dropped from the pool and replaced (the target stands).
 Each period appends a timeline row in the simulator's format (`time_s`, `target`,
 `num_starting_on_demand`, `num_running_on_demand`, `num_draining_on_demand`), so
 `observe.review.fleet_review` bills it the same way (one "GPU" per replica: replica-hours).
@@ -140,6 +141,7 @@ class Fleet:
     replicas: list[LiveReplica] = field(default_factory=list, init=False)
     policy_errors: list[str] = field(default_factory=list, init=False)
     num_forced_stops: int = field(default=0, init=False)
+    num_lost_replicas: int = field(default=0, init=False)  # died on their own; `_reconcile` starts replacements
 
     def __post_init__(self) -> None:
         self._t0, self._t0_perf = time.monotonic(), time.perf_counter()
@@ -208,6 +210,13 @@ class Fleet:
     # ------------------------------------------------------------ the control step
 
     def _promote(self) -> None:
+        for r in self.in_state(RUNNING) + self.in_state(DRAINING):  # a replica that died: capacity lost
+            if r.proc.poll() is not None:
+                if self.router is not None and len(self.router.pool.replicas) > 1 and \
+                        any(p.url == r.url for p in self.router.pool.replicas):
+                    self.router.pool.remove(r.url)  # the router ejected it already; the pool forgets it
+                self._failed_start(r, f"died while {r.state} (exit {r.proc.returncode})")
+                self.num_lost_replicas += 1
         for r in self.in_state(STARTING):
             if r.proc.poll() is not None:
                 self._failed_start(r, f"exited with {r.proc.returncode}")
