@@ -136,6 +136,9 @@ class Fleet:
     policy: Callable[[Any], tuple[int, dict[str, Any]]]
     config: FleetConfig = field(default_factory=FleetConfig)
     router_config: RouterConfig | None = None
+    # where the k-th replica started runs: (argv prefix, e.g. `ip netns exec il-n1`, and the address it
+    # listens on); default: this machine's loopback. `inferlab.cluster.fleet` places replicas in nodes.
+    placement: Callable[[int], tuple[list[str], str]] | None = None
     timeline: list[dict[str, float]] = field(default_factory=list, init=False)
     actions: list[tuple[float, int, int]] = field(default_factory=list, init=False)
     replicas: list[LiveReplica] = field(default_factory=list, init=False)
@@ -171,15 +174,16 @@ class Fleet:
     # ------------------------------------------------------------ processes
 
     def _launch(self) -> LiveReplica:
-        used = [r.url for r in self.replicas]
-        alive = {r.url for r in self.replicas if r.state != STOPPED}
-        fresh = [p for p in self.slot_ports if f"http://127.0.0.1:{p}" not in used]
-        port = fresh[0] if fresh else next(p for p in self.slot_ports if f"http://127.0.0.1:{p}" not in alive)
+        used = [int(r.url.rsplit(":", 1)[1]) for r in self.replicas]
+        alive = {int(r.url.rsplit(":", 1)[1]) for r in self.replicas if r.state != STOPPED}
+        fresh = [p for p in self.slot_ports if p not in used]
+        port = fresh[0] if fresh else next(p for p in self.slot_ports if p not in alive)
+        prefix, host = self.placement(len(self.replicas)) if self.placement is not None else ([], "127.0.0.1")
         log = tempfile.TemporaryFile("w+")  # a file: an unread pipe would fill and stall the server
-        proc = subprocess.Popen([sys.executable, "-m", "inferlab", "serve", "--port", str(port),
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "inferlab", "serve", "--host", host, "--port", str(port),
                                  "--max-num-seqs", str(self.config.max_num_seqs), *self.config.server_args],
                                 stdout=subprocess.DEVNULL, stderr=log, text=True)
-        replica = LiveReplica(f"http://127.0.0.1:{port}", proc, log, self.now())
+        replica = LiveReplica(f"http://{host}:{port}", proc, log, self.now())
         self.replicas.append(replica)
         return replica
 
