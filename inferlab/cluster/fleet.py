@@ -32,10 +32,22 @@ LOCK = Path("/tmp/inferlab-cluster.lock")
 
 
 @contextlib.contextmanager
-def cluster_lock():
-    """Hold the machine's cluster lock (namespaces and addresses are one shared resource)."""
+def cluster_lock(timeout_s: float | None = None):
+    """Hold the machine's cluster lock (namespaces and addresses are one shared resource); with
+    `timeout_s`, raise `ClusterError` if another user still holds it after that long."""
+    import time
+
     with open(LOCK, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | (fcntl.LOCK_NB if end is not None else 0))
+                break
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    raise ClusterError(f"the cluster lock {LOCK} is held by another user for over "
+                                       f"{timeout_s:.0f} s") from None
+                time.sleep(1.0)
         try:
             yield
         finally:
@@ -43,7 +55,8 @@ def cluster_lock():
 
 
 def run_cluster_fleet(policy: Callable[[Any], tuple[int, dict[str, Any]]], trace: list, prompts: list[list[int]],
-                      config: Any, num_nodes: int = 3, timeout_s: float = 300.0) -> dict:
+                      config: Any, num_nodes: int = 3, timeout_s: float = 300.0,
+                      lock_timeout_s: float | None = None) -> dict:
     """The fleet on a fresh `num_nodes` cluster (see the module docstring); its JSON summary."""
     import cloudpickle
 
@@ -53,7 +66,7 @@ def run_cluster_fleet(policy: Callable[[Any], tuple[int, dict[str, Any]]], trace
     module = getattr(policy, "__module__", "__main__") or "__main__"
     if module != "__main__" and not module.startswith("inferlab.") and module in sys.modules:
         cloudpickle.register_pickle_by_value(sys.modules[module])  # a test's or a script's own module
-    with cluster_lock(), tempfile.TemporaryDirectory() as tmp:
+    with cluster_lock(lock_timeout_s), tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "spec.pkl"
         try:
             nodes = cluster_up(ClusterConfig(num_nodes=num_nodes))
