@@ -35,7 +35,7 @@ def test_fleet_across_nodes_scales_and_loses_nothing():
     prompts = [rng.integers(1, 500, 32).tolist() for _ in trace]
     config = FleetConfig(max_num_seqs=4, period_s=0.3,
                          autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=2, initial_replicas=1))
-    out = run_cluster_fleet(up_then_idle_down, trace, prompts, config, num_nodes=3, lock_timeout_s=300.0)
+    out = run_cluster_fleet(up_then_idle_down, trace, prompts, config, num_nodes=3)  # waits for the shared lock
     assert out["num_errors"] == 0 and out["num_served"] == len(trace), out["errors"]
     hosts = {r["url"].split("//")[1].split(":")[0] for r in out["replicas"]}
     assert hosts == {f"{SUBNET}.2", f"{SUBNET}.3"}, f"replicas not spread over nodes 1 and 2: {hosts}"
