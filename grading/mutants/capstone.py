@@ -49,6 +49,14 @@ DEV_MUTANTS = [
     Mutant(name="detect-at-the-inject", cell="tabletop",
            old='log.append({"phase": phase, "t_s": detected, "action": "detect"',
            new='log.append({"phase": phase, "t_s": inject.at_s + 5, "action": "detect"', must_lose=("test_tabletop_detect",)),
+    # lab 5's reactive autoscaler: no forecast one cold start ahead (the capstone's exercise is the pre-warm)
+    Mutant(name="no-prewarm", cell="autoscaler",
+           old='forecast = min(need + max(0.0, slope) * getattr(ctx, "cold_start_s", 0.0), 1.25 * need)',
+           new="forecast = need", must_lose=("test_autoscaler",)),
+    # the forecast without its cap: one noisy slope buys a fleet (too many GPU-hours on an unseen trace)
+    Mutant(name="uncapped-forecast", cell="autoscaler",
+           old='forecast = min(need + max(0.0, slope) * getattr(ctx, "cold_start_s", 0.0), 1.25 * need)',
+           new='forecast = need + max(0.0, slope) * getattr(ctx, "cold_start_s", 0.0)', must_lose=("test_autoscaler",)),
     # a paused replica taken for a killed one
     Mutant(name="down-is-always-killed", cell="tabletop",
            old='return ("replica_down" if np.nanmean(s["client_error_ratio"][r, down[r]]) > 0.95 else "paused"), r',

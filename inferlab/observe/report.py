@@ -1,7 +1,8 @@
 """One self-contained HTML report: tables of numbers and matplotlib figures (PNG inlined).
 
 Floor 3 of inferlab (observe/). The capstone writes its metrics review with it to
-build/capstone/report.html: one file, no external assets, that a reviewer can open anywhere.
+build/capstone/report.html: one file, no external assets (no scripts at all: formulas are plain text, no MathJax), that a
+reviewer can open anywhere, offline; `write_report` refuses a section that would fetch anything.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import base64
 import html
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 from inferlab.paths import REPO_ROOT
 
 DEFAULT_PATH = REPO_ROOT / "build" / "capstone" / "report.html"
+# anything the browser would fetch: scripts, stylesheets, images, frames (MathJax from a CDN was one)
+EXTERNAL = re.compile(r"""<(script|link|img|iframe|source)\b[^>]*\b(src|href)\s*=\s*["']?\s*(https?:)?//""", re.I)
 
 
 def _cell(value: Any) -> str:
@@ -50,6 +54,9 @@ def write_report(sections: Sequence[tuple[str, str]], title: str = "Capstone met
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = "".join(f"<h2>{html.escape(h)}</h2>{b}" for h, b in sections)
+    if (found := EXTERNAL.search(body)) is not None:
+        raise ValueError(f"the report must be self-contained (it is read offline): a section loads {found.group(0)!r}; "
+                         "inline it (figure_html) or leave it out")
     style = "body{font-family:sans-serif;max-width:60em;margin:auto}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                     f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")

@@ -193,3 +193,14 @@ def fleet_review(timeline: Sequence[dict[str, float]], end_s: float, output_toke
     return {"gpu_hours": gpu_hours, "gpu_hours_vs_oracle": gpu_hours / oracle_gpu_hours,
             "usd_per_million_output_tokens": gpu_hours * usd_per_gpu_hour / output_tokens * 1e6,
             "scale_actions_per_hour": actions / (end_s / 3600)}
+
+
+def fleet_samples(prometheus, window_s: float = 600.0) -> list:
+    """`SAMPLES_QUERY`'s series for a fleet whose replicas came and went: each series' last value within
+    `window_s` (`last_over_time`), so a replica stopped before the query still counts; the metric name is
+    put back in `labels["__name__"]` (PromQL functions drop it). `prometheus`: a `PrometheusServer`."""
+    out = []
+    for name in (TTFT + "_bucket", TTFT + "_count", TPOT + "_bucket", TPOT + "_count", GENERATION_TOKENS):
+        for s in prometheus.query(f"last_over_time({name}[{int(window_s)}s])"):
+            out.append(type(s)({**s.labels, "__name__": name}, s.value))
+    return out

@@ -15,11 +15,12 @@ running stack; this module is its deterministic, gradable twin.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from inferlab.observe.snapshots import MetricSnapshot, synthesize
+from inferlab.observe.snapshots import SERIES, MetricSnapshot, synthesize
 
 ALERT_ERROR_RATIO = 0.05  # share of the fleet's client requests failing
 ALERT_TTFT_S = 1.0  # a replica's client-side p99 TTFT
@@ -146,3 +147,126 @@ def check_log(table: Tabletop, log: list[dict], max_detection_delay_s: float = 1
         if diagnoses[-1].get("replica") != table.replica:
             problems.append("wrong replica named")
     return problems
+
+
+# ---------------------------------------------------------------- the live tabletop
+
+EXPERIMENT_FAULTS = {"kill-replica": "replica_down", "pause-replica": "paused", "proxy-drop": "network_drop",
+                     "proxy-latency": "network_latency", "kv-exhaustion": "kv_exhaustion"}
+PAGE_ALERTS = ("TTFTErrorBudgetBurnPage", "TPOTErrorBudgetBurnPage", "AvailabilityErrorBudgetBurnPage", "ReplicaDown")
+
+
+def live_snapshot(stack, start_s: float, end_s: float, window_s: float = 2.0) -> MetricSnapshot:
+    """A `MetricSnapshot` of a running chaos `Stack` (wall clock `start_s`..`end_s`, one sample a second).
+
+    Server series from its Prometheus (`up`, `kv_cache_usage_perc`, `num_requests_waiting`, `ttft_p99_s`,
+    `requests_per_s`, `preemptions_per_s`, per replica); client series (`client_error_ratio`,
+    `client_ttft_p99_s`) from its load driver's attempts to each replica over the last `window_s`.
+    NaN where there is no sample (a failed scrape, no request).
+    """
+    times = np.arange(math.ceil(start_s), math.floor(end_s) + 1, 1.0)
+    n, index = len(stack.replicas), {r.target: i for i, r in enumerate(stack.replicas)}
+    rate = f"[{max(2, int(4 * stack.config.scrape_interval_s + 0.999))}s]"
+    queries = {"up": 'up{job="inferlab"}', "kv_cache_usage_perc": "vllm:kv_cache_usage_perc",
+               "num_requests_waiting": "vllm:num_requests_waiting",
+               "ttft_p99_s": f"histogram_quantile(0.99, sum by (instance, le) (rate(vllm:time_to_first_token_seconds_bucket{rate})))",
+               "requests_per_s": f"sum by (instance) (rate(vllm:request_success_total{rate}))",
+               "preemptions_per_s": f"sum by (instance) (rate(vllm:num_preemptions_total{rate}))"}
+    series = {name: np.full((n, len(times)), np.nan) for name in SERIES}
+    for name, expr in queries.items():
+        for s in stack.prometheus.query_range(expr, float(times[0]), float(times[-1]), 1.0):
+            i = index.get(s.labels.get("instance"))
+            for t, v in s.points:
+                k = int(round(t - times[0]))
+                if i is not None and 0 <= k < len(times):
+                    series[name][i, k] = v
+    attempts = list(stack.load.attempts)
+    for k, t in enumerate(times):
+        for i in range(n):
+            got = [a for a in attempts if a.replica == i and t - window_s < a.start_s <= t]
+            if got:
+                series["client_error_ratio"][i, k] = sum(not a.is_ok for a in got) / len(got)
+                ok = [a.ttft_s for a in got if a.is_ok]
+                series["client_ttft_p99_s"][i, k] = float(np.percentile(ok, 99)) if ok else np.nan
+    return MetricSnapshot(times - times[0], series)
+
+
+@dataclass
+class LiveTabletop:
+    """A tabletop of a real chaos run: the same interface as `Tabletop` (`next_inject`, `injects`,
+    `alert_s`, `fault`, `replica`, `start_s`, `duration_s`), so a player's `play_tabletop` and
+    `check_log` run on it unchanged. `alerts`: each Prometheus alert's first firing (s since the
+    snapshot began); `alert_s()` is the first page alert's (`PAGE_ALERTS`), else the package's page
+    rule on the snapshot."""
+
+    snapshot: MetricSnapshot
+    fault: str
+    replica: int
+    start_s: float
+    alerts: dict[str, float] = field(default_factory=dict)
+    inject_every_s: float = 5.0
+    _next: int = field(default=0, repr=False)
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.snapshot.time_s[-1])
+
+    @property
+    def injects(self) -> list[Inject]:
+        times = np.arange(self.inject_every_s, self.duration_s + 1e-9, self.inject_every_s)
+        texts = {0: "Live: the stack serves steady client load. Dashboards green.",
+                 2: "Live: clients report failures or slow answers (if any).",
+                 4: "Live: leadership asks for an update."}
+        return [Inject(float(t), texts.get(i, "Live: new metrics are on the dashboard.")) for i, t in enumerate(times)]
+
+    @property
+    def num_injects(self) -> int:
+        return len(self.injects)
+
+    def next_inject(self) -> tuple[int, Inject, MetricSnapshot] | None:
+        if self._next >= self.num_injects:
+            return None
+        i, inject = self._next, self.injects[self._next]
+        self._next += 1
+        return i, inject, _truncate(self.snapshot, inject.at_s)
+
+    def alert_s(self) -> float | None:
+        pages = [t for name, t in self.alerts.items() if name in PAGE_ALERTS]
+        return min(pages) if pages else page_time_s(self.snapshot)
+
+
+def run_live_tabletop(name: str, warmup_s: float = 12.0, recovery_s: float = 10.0, fault_s: float | None = None,
+                      settle_s: float = 3.0) -> tuple[LiveTabletop, dict]:
+    """Run the shipped chaos experiment `name` (one of `EXPERIMENT_FAULTS`) on a fresh stack and return
+    (its `LiveTabletop`, the experiment's report). `fault_s`: the fault's pause (the experiment's own
+    if None). The snapshot begins `settle_s` after the load (client windows filled)."""
+    import time
+
+    from chaoslib.experiment import run_experiment as chaos_run
+
+    from inferlab.observe.chaos import toolkit
+    from inferlab.observe.chaos.stack import Stack
+
+    if name not in EXPERIMENT_FAULTS:
+        raise ValueError(f"live tabletop experiment must be one of {sorted(EXPERIMENT_FAULTS)}, got {name!r}")
+    experiment = toolkit.load(name)
+    action = experiment["method"][0]
+    if fault_s is not None:
+        action.setdefault("pauses", {})["after"] = fault_s
+    replica = int(action["provider"].get("arguments", {}).get("replica", 0))
+    stack = Stack(toolkit.stack_config(experiment)).start()
+    toolkit._STACK = stack  # the experiment's actions act on the module's running stack
+    try:
+        time.sleep(warmup_s)
+        journal = chaos_run(experiment, settings={"runtime": {"rollbacks": {"strategy": "always"}}})
+        time.sleep(recovery_s)
+        report = toolkit._report(experiment, journal, stack, recovery_s)
+        started = next(t for t, what in stack.events if what == "stack started")
+        fault_at = next(t for t, _ in stack.events if t > started)
+        snap = live_snapshot(stack, started + settle_s, time.time())
+    finally:
+        toolkit._STACK = None
+        stack.close()
+    begin = math.ceil(started + settle_s)
+    alerts = {k: v + fault_at - begin for k, v in report["alerts"].items()}
+    return LiveTabletop(snap, EXPERIMENT_FAULTS[name], replica, fault_at - begin, alerts), report

@@ -89,6 +89,28 @@ class ReplicaPool:
     def healthy(self) -> list[Replica]:
         return [r for r in self.replicas if r.is_healthy]
 
+    def add(self, url: str) -> Replica:
+        """A new replica, routed to from now on (a live fleet's scale-up)."""
+        url = url.rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"replica URL {url!r} must start with http:// or https://")
+        if any(r.url == url for r in self.replicas):
+            raise ValueError(f"replica {url} is already in the pool")
+        replica = Replica(url)
+        self.replicas = [*self.replicas, replica]  # one assignment: the router's loop sees old or new, never half
+        return replica
+
+    def remove(self, url: str) -> Replica:
+        """Stop routing to `url` (drain): requests in flight there finish; its `num_outstanding` still counts them."""
+        url = url.rstrip("/")
+        gone = [r for r in self.replicas if r.url == url]
+        if not gone:
+            raise ValueError(f"replica {url} is not in the pool; known: {[r.url for r in self.replicas]}")
+        if len(self.replicas) == 1:
+            raise ValueError("cannot remove the router's last replica")
+        self.replicas = [r for r in self.replicas if r.url != url]
+        return gone[0]
+
     def describe_unhealthy(self) -> str:
         return "; ".join(f"{r.url} ({r.last_error or 'ejected'})" for r in self.replicas if not r.is_healthy)
 

@@ -3,6 +3,7 @@
 agree, the fleet's GPU-hours match the simulator's bill, bad input is named."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -136,5 +137,33 @@ def test_report_is_one_file(tmp_path):
                          ("f", figure_html(fig))], path=tmp_path / "r.html")
     text = path.read_text()
     assert "<table>" in text and "data:image/png;base64," in text and "<td>-</td>" in text
+    assert not re.search(r"<(script|link)\b", text, re.I) and not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text, re.I), \
+        "the report loads something from the network (scripts, stylesheets, MathJax)"
+    for bad in ('<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>',
+                "<link rel='stylesheet' href='//example.org/a.css'>", '<img src="http://example.org/x.png"/>'):
+        with pytest.raises(ValueError, match="self-contained"):
+            write_report([("t", bad)], path=tmp_path / "bad.html")
     assert validate_backlog([{"item": "ten chars long", "owner_role": "platform", "priority": "P1",
                               "linked": "ttft", "due": "2027-01-01"}]) == []
+
+
+def test_live_tabletop_has_the_tabletop_interface():
+    from inferlab.observe.snapshots import synthesize
+    from inferlab.observe.tabletop import LiveTabletop, page_time_s
+
+    snap = synthesize("replica_down", 1, 30.0, seed=3, num_replicas=2, duration_s=90)
+    table = LiveTabletop(snap, "replica_down", 1, 30.0, alerts={"ReplicaDown": 31.5, "TTFTErrorBudgetBurnTicket": 40.0})
+    assert table.alert_s() == 31.5, "the first page alert Prometheus fired, not a ticket"
+    assert LiveTabletop(snap, "replica_down", 1, 30.0).alert_s() == page_time_s(snap), "no alert: the page rule"
+    seen = []
+    while (step := table.next_inject()) is not None:
+        phase, inject, part = step
+        assert part.time_s[-1] <= inject.at_s, "an inject reveals only the past"
+        seen.append(inject.at_s)
+    assert seen == sorted(seen) and len(seen) == table.num_injects and table.next_inject() is None
+    phase = next(i for i, j in enumerate(table.injects) if j.at_s >= 35.0)
+    good = [{"phase": phase, "t_s": 33.0, "action": "detect"},
+            {"phase": phase, "t_s": 34.0, "action": "diagnose", "fault": "replica_down", "replica": 1}]
+    assert check_log(table, good) == []
+    late = [{**good[0], "t_s": 44.0, "phase": phase + 2}, {**good[1], "t_s": 45.0, "phase": phase + 2}]
+    assert any("detection" in p for p in check_log(table, late)), "detected 12.5 s after the real page"
