@@ -30,6 +30,10 @@ class EngineConfig:
         max_finished_requests: finished requests kept in `LLMEngine.finished` (None: all, for offline
             runs; a server sets a bound so its memory stays flat).
         max_step_records: step records kept in `LLMEngine.step_records` (None: all, for profiling).
+        attention_backend: "gather" (the reference) or "flex" (paged FlexAttention, in place);
+            None: the device's default (`inferlab.model.attention.make_backend`).
+        enable_cuda_graphs: replay decode-only steps from CUDA graphs captured per padded batch
+            size (CUDA only; ignored elsewhere).
     """
 
     max_num_seqs: int = 64
@@ -43,6 +47,8 @@ class EngineConfig:
     dtype: str = "float32"
     max_finished_requests: int | None = None
     max_step_records: int | None = None
+    attention_backend: str | None = None
+    enable_cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_kv_blocks", "max_model_len"):
@@ -53,6 +59,11 @@ class EngineConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"EngineConfig.{name} must be None (keep all) or an integer >= 0, got {value!r}")
+        if self.attention_backend not in (None, "gather", "flex"):
+            raise ValueError(f"EngineConfig.attention_backend must be None, 'gather' or 'flex', "
+                             f"got {self.attention_backend!r}")
+        if not isinstance(self.enable_cuda_graphs, bool):
+            raise ValueError(f"EngineConfig.enable_cuda_graphs must be a bool, got {self.enable_cuda_graphs!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"EngineConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
