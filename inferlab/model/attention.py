@@ -262,6 +262,25 @@ class FlexPagedAttention(AttentionBackend):
         return out.reshape(nh, n, d).transpose(0, 1)
 
 
+class StaticDecodeAttention(AttentionBackend):
+    """Decode-only attention with shapes fixed by the batch size alone (safe to capture in a CUDA graph).
+
+    Every row reads all `block_tables.shape[1]` blocks of its table (padding masked by `seq_lens`),
+    and nothing depends on host values, so one captured graph serves every decode step of its batch size.
+    """
+
+    name = "static-decode"
+
+    def forward(self, q, k_pool, v_pool, inputs):
+        b, nh, d = q.shape
+        nkv = k_pool.shape[2]
+        kd = _gather(k_pool, inputs.block_tables).view(b, -1, nkv, d).transpose(1, 2).to(q.dtype)  # [b, nkv, S, d]
+        vd = _gather(v_pool, inputs.block_tables).view(b, -1, nkv, d).transpose(1, 2).to(q.dtype)
+        mask = torch.arange(kd.shape[2], device=q.device)[None, :] < inputs.seq_lens[:, None]
+        out = F.scaled_dot_product_attention(q.reshape(b, nkv, nh // nkv, d), kd, vd, attn_mask=mask[:, None, None, :])
+        return out.reshape(b, nh, d)
+
+
 BACKENDS = {"gather": GatherAttention, "flex": FlexPagedAttention}
 
 
