@@ -277,6 +277,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prefix-caching", action="store_true")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=d.dtype)
+    parser.add_argument("--attention-backend", choices=["gather", "flex"], default=None,
+                        help="attention over the paged KV pool (default: flex on CUDA, gather elsewhere)")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly on CUDA")
 
 
 def engine_config_from_args(args: argparse.Namespace, **bounds: int | None) -> EngineConfig:
@@ -284,7 +287,8 @@ def engine_config_from_args(args: argparse.Namespace, **bounds: int | None) -> E
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         block_size=args.block_size, num_kv_blocks=args.num_kv_blocks, max_model_len=args.max_model_len,
         enable_chunked_prefill=not args.no_chunked_prefill, enable_prefix_caching=not args.no_prefix_caching,
-        device=args.device, dtype=args.dtype, **bounds)
+        device=args.device, dtype=args.dtype, attention_backend=args.attention_backend,
+        enable_cuda_graphs=not args.no_cuda_graphs, **bounds)
 
 
 def main(argv: list[str] | None = None) -> int:
