@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-backends", default=None,
                         help="comma-separated attention backends, each an engine variant (first: the ratios' engine)")
     parser.add_argument("--model", default="tiny", help="model preset (medium: the GPU benchmark's)")
+    parser.add_argument("--model-dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="weights' dtype (bfloat16 with --dtype bfloat16 on CUDA)")
     add_engine_args(parser)
     # block_size 4: the tiny model's contexts are short (p50 ~80 tokens in --quick), so the half-empty
     # last block dominates the waste. Measured here (--quick, 1 thread): block 16 -> utilisation 0.92;
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
     model_dir = ensure_checkpoint(args.model)
-    model = load_checkpoint(model_dir, device=config.device or default_device())
+    model = load_checkpoint(model_dir, device=config.device or default_device(), dtype=getattr(torch, args.model_dtype))
     device = str(model.device)
     print(f"workload: {n} requests, prompt p50 {np.median([len(p) for p in prompts]):.0f} "
           f"max {max(len(p) for p in prompts)}, output p50 {np.median(max_tokens):.0f} max {max(max_tokens)} tokens; "

@@ -60,6 +60,8 @@ class LlamaConfig:
 # `tiny`: CI-fast on 2 cores, heads and KV heads divisible by 2 and 4 (tensor/sequence parallel),
 # 4 layers (4 pipeline stages), head_dim 32 (a size vLLM's CPU attention supports).
 # `small`: ~30M parameters, for benchmarks and GPUs.
+# `medium`: ~187M parameters, the GPU benchmark's (large enough that a GPU step is not launch-bound);
+# built on demand only (`inferlab model medium`, ~0.75 GB in fp32), never by `make install` or the tests.
 PRESETS: dict[str, LlamaConfig] = {
     "tiny": LlamaConfig(
         vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
@@ -68,6 +70,10 @@ PRESETS: dict[str, LlamaConfig] = {
     "small": LlamaConfig(
         vocab_size=4096, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
+    ),
+    "medium": LlamaConfig(
+        vocab_size=4096, hidden_size=1024, intermediate_size=2816, num_hidden_layers=16,
+        num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=2048,
     ),
 }
 

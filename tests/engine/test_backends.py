@@ -152,3 +152,41 @@ def test_cuda_graphs_on_and_off_and_cpu_give_the_same_tokens():
         if graphs:
             assert engine.runner.graphs.num_replays > 0
     assert outs["cuda"] == outs["cpu"] and outs["cuda+graphs"] == outs["cpu"]
+
+
+def test_medium_preset_size_without_building_it():
+    from inferlab.model import PRESETS, LlamaForCausalLM
+
+    with torch.device("meta"):  # shapes only: no weights are made
+        num_params = sum(p.numel() for p in LlamaForCausalLM(PRESETS["medium"]).parameters())
+    assert 100e6 <= num_params <= 350e6, num_params
+
+
+@pytest.mark.parametrize("backend", ["gather", "flex"])
+def test_bf16_weights_and_kv_stay_within_tolerance_of_fp32(backend):
+    """Stated tolerance: bf16 logits within 2% of the largest |logit| of fp32's (measured: 0.9%), and the
+    same greedy token wherever fp32's top two are further apart than twice that.
+
+    Two steps only: later steps would compare different inputs wherever a near-tie flipped a token."""
+    from inferlab.model import ensure_checkpoint, load_checkpoint
+
+    path = ensure_checkpoint("tiny")
+    rng = random.Random(14)
+    prompts = [[rng.randrange(256) for _ in range(rng.randint(3, 60))] for _ in range(6)]
+    logits = {}
+    for dtype in ("float32", "bfloat16"):
+        model = load_checkpoint(path, device="cpu", dtype=getattr(torch, dtype))
+        engine = LLMEngine(model, EngineConfig(dtype=dtype, num_kv_blocks=64, block_size=8, max_model_len=128,
+                                               attention_backend=backend))
+        assert engine.runner.pool.keys[0].dtype == getattr(torch, dtype)
+        seen = []
+        real = engine.runner.execute
+        engine.runner.execute = lambda chunks: seen.append(real(chunks)) or seen[-1]
+        _run(engine, prompts, [2] * len(prompts))  # prefill, then one decode (its input: the same argmax)
+        logits[dtype] = torch.cat(seen)
+    ref, got = logits["float32"], logits["bfloat16"]
+    tol = 0.02 * ref.abs().max()
+    assert (got - ref).abs().max() <= tol
+    top2 = ref.topk(2, dim=-1).values
+    clear = top2[:, 0] - top2[:, 1] > 2 * tol  # no near-tie: bf16 must pick fp32's token
+    assert clear.sum() >= len(ref) // 2 and torch.equal(got.argmax(-1)[clear], ref.argmax(-1)[clear])
