@@ -54,9 +54,7 @@ class _TableRow:
     """A request's row of the persistent block table and what of its table is written there."""
 
     row: int
-    num_preemptions: int = 0
-    num_written: int = 0
-    last_block: int = -1
+    written: list[int]  # the table's first entries, as on the device
 
 
 class ModelRunner:
@@ -100,19 +98,19 @@ class ModelRunner:
                 old = self.block_tables.shape[0]
                 self.block_tables = torch.cat((self.block_tables, torch.zeros_like(self.block_tables)))
                 self._free_rows = list(range(2 * old - 1, old - 1, -1))
-            entry = self._rows[req.request_id] = _TableRow(self._free_rows.pop(), req.num_preemptions)
-        table = req.block_table
-        if (entry.num_preemptions != req.num_preemptions or len(table) < entry.num_written
-                or (entry.num_written and table[entry.num_written - 1] != entry.last_block)):
-            entry.num_preemptions, entry.num_written = req.num_preemptions, 0  # a new table: write it all
-        if len(table) > entry.num_written:
+            entry = self._rows[req.request_id] = _TableRow(self._free_rows.pop(), [])
+        table, written = req.block_table, entry.written
+        if table[:len(written)] != written:  # a new table (preempted and readmitted): write it all
+            written.clear()
+        if len(table) > len(written):
             if len(table) > self.max_blocks_per_seq:
                 raise ValueError(f"request {req.request_id} has {len(table)} blocks; max_model_len allows "
                                  f"{self.max_blocks_per_seq}")
-            new_rows.extend([entry.row] * (len(table) - entry.num_written))
-            new_cols.extend(range(entry.num_written, len(table)))
-            new_blocks.extend(table[entry.num_written:])
-            entry.num_written, entry.last_block = len(table), table[-1]
+            num_new = len(table) - len(written)
+            new_rows.extend([entry.row] * num_new)
+            new_cols.extend(range(len(written), len(table)))
+            new_blocks.extend(table[len(written):])
+            written.extend(table[len(written):])
         return entry.row
 
     def prepare(self, chunks: list[ScheduledChunk]) -> StepInputs:

@@ -39,7 +39,7 @@ def _check_rows_mirror_tables(engine):
     runner = engine.runner
     for req in engine.requests.values():
         entry = runner._rows.get(req.request_id)
-        if entry is not None and req.block_table and entry.num_written == len(req.block_table):
+        if entry is not None and req.block_table and entry.written == req.block_table:
             assert runner.block_tables[entry.row, :len(req.block_table)].tolist() == req.block_table
 
 
