@@ -21,7 +21,7 @@ class EngineConfig:
         max_num_seqs: most requests running (holding KV blocks) at once.
         max_num_batched_tokens: token budget of one step (decode tokens + prefill chunk tokens).
         block_size: tokens per KV block.
-        num_kv_blocks: blocks in the KV pool (per layer); capacity = num_kv_blocks * block_size tokens.
+        num_kv_blocks: blocks in the KV pool (per layer); capacity `max_kv_tokens` = num_kv_blocks * block_size.
         max_model_len: longest prompt + output, in tokens.
         enable_chunked_prefill: split long prompts across steps to fit the token budget.
         enable_prefix_caching: reuse the KV of full blocks shared with earlier prompts.
@@ -77,6 +77,6 @@ class EngineConfig:
         return _DTYPES[self.dtype]
 
     @property
-    def num_kv_slots(self) -> int:
-        """KV capacity of the pool, in tokens."""
+    def max_kv_tokens(self) -> int:
+        """KV capacity of the pool, in tokens (`num_kv_tokens` is what is held at a time)."""
         return self.num_kv_blocks * self.block_size

@@ -100,7 +100,7 @@ class DecodeGraphs:
         ids, positions, rows, new_rows, new_cols, new_blocks = [], [], [], [], [], []
         for ch in chunks:
             req = ch.request
-            ids.append(req.all_token_ids[req.num_computed_tokens])
+            ids.extend(req.token_ids(req.num_computed_tokens, req.num_computed_tokens + 1))
             positions.append(req.num_computed_tokens)
             rows.append(r._table_row(req, new_rows, new_cols, new_blocks))
         if new_blocks:

@@ -25,7 +25,8 @@ from inferlab.engine.host_memory import steady_malloc
 from inferlab.engine.kv_cache import KVBlockPool
 from inferlab.engine.request import Request
 from inferlab.engine.scheduler import ScheduledChunk
-from inferlab.model.attention import DECODE_GROUP_SIZE, StepInputs, cdiv, decode_kv_slots, make_backend
+from inferlab.ints import cdiv
+from inferlab.model.attention import DECODE_GROUP_SIZE, StepInputs, decode_kv_slots, make_backend
 from inferlab.model.llama import LlamaForCausalLM
 
 __all__ = ["DECODE_GROUP_SIZE", "ModelRunner", "decode_kv_slots", "top_k_top_p"]
@@ -124,10 +125,7 @@ class ModelRunner:
         for i in order:
             ch = chunks[i]
             req, start = ch.request, ch.request.num_computed_tokens
-            if ch.num_tokens == 1:
-                ids.append(req.all_token_ids[start])
-            else:
-                ids.extend(req.all_token_ids[start:start + ch.num_tokens])
+            ids.extend(req.token_ids(start, start + ch.num_tokens))
             rows.append(self._table_row(req, new_rows, new_cols, new_blocks))
             starts.append(start)
             qlens.append(ch.num_tokens)

@@ -26,12 +26,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from inferlab.ints import cdiv
+
 DECODE_GROUP_SIZE = 32  # decode rows per gather-attention call; each group is padded to its longest context
-
-
-def cdiv(a: int, b: int) -> int:
-    """Ceiling division of non-negative integers (blocks needed for `a` tokens of blocks of `b`)."""
-    return -(-a // b)
 
 
 @dataclass

@@ -109,7 +109,7 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
     app[ASYNC_ENGINE] = runner
     app[METRICS] = metrics
     limits = Limits(model_name, engine.model.config.vocab_size, engine.config.max_model_len,
-                    engine.config.num_kv_slots)
+                    engine.config.max_kv_tokens)
 
     async def on_startup(_app: web.Application) -> None:
         runner.start()

@@ -30,6 +30,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
 
+from inferlab.ints import cdiv
 from inferlab.sim.steptime import StepTimeModel
 
 
@@ -191,7 +192,7 @@ class Replica:
         total = 0
         for start in range(0, len(keys), group):
             last = min(start + group, len(keys))
-            total += (last - start) * (-(-(keys[last - 1] + step) // block) * block)
+            total += (last - start) * (cdiv(keys[last - 1] + step, block) * block)
         return total
 
     def _finish(self, request: SimRequest, time_s: float) -> None:
