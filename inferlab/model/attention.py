@@ -105,9 +105,9 @@ class AttentionBackend:
     def prepare(self, inputs: StepInputs, num_pool_blocks: int) -> None:
         """Derive per-step metadata into `inputs.meta` (default: nothing)."""
 
-    def forward(self, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor,
-                inputs: StepInputs) -> torch.Tensor:
-        """q [N, nh, d] -> attention output [N, nh, d]."""
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_pool: torch.Tensor,
+                v_pool: torch.Tensor, inputs: StepInputs) -> torch.Tensor:
+        """q [N, nh, d] (k, v [N, nkv, d]: the new tokens', already in the pool) -> output [N, nh, d]."""
         raise NotImplementedError
 
     def decode_kv_slots(self, inputs: StepInputs) -> int:
@@ -160,7 +160,7 @@ class GatherAttention(AttentionBackend):
     def decode_kv_slots(self, inputs: StepInputs) -> int:
         return sum(mask.numel() for _, _, mask in inputs.meta["gather_groups"])
 
-    def forward(self, q, k_pool, v_pool, inputs):
+    def forward(self, q, k, v, k_pool, v_pool, inputs):
         n, nh, d = q.shape
         nkv = k_pool.shape[2]
         out = torch.empty_like(q)
@@ -175,6 +175,12 @@ class GatherAttention(AttentionBackend):
         for s in range(inputs.num_decodes, inputs.num_seqs):
             t, stop = inputs.query_lens_host[s], inputs.seq_lens_host[s]
             qc = q[offset:offset + t].transpose(0, 1)  # [nh, t, d]
+            if t == stop:  # the whole context is this chunk: its K/V are at hand, plain causal attention
+                oc = F.scaled_dot_product_attention(qc, k[offset:offset + t].transpose(0, 1),
+                                                    v[offset:offset + t].transpose(0, 1), is_causal=True, enable_gqa=True)
+                out[offset:offset + t] = oc.transpose(0, 1)
+                offset += t
+                continue
             table = inputs.block_tables[s, :cdiv(stop, bs)]
             kc = _gather(k_pool, table).view(-1, nkv, d)[:stop].transpose(0, 1).to(q.dtype)  # [nkv, stop, d]
             vc = _gather(v_pool, table).view(-1, nkv, d)[:stop].transpose(0, 1).to(q.dtype)
@@ -241,7 +247,7 @@ class FlexPagedAttention(AttentionBackend):
             kv = torch.arange(num_slots, device=dev)
             inputs.meta["dense_mask"] = mask_mod(None, None, torch.arange(n, device=dev)[:, None], kv[None, :])
 
-    def forward(self, q, k_pool, v_pool, inputs):
+    def forward(self, q, k_new, v_new, k_pool, v_pool, inputs):
         n, nh, d = q.shape
         nkv = k_pool.shape[2]
         k = k_pool.view(1, -1, nkv, d).transpose(1, 2)  # [1, nkv, slots, d], a view of the pool
@@ -268,7 +274,7 @@ class StaticDecodeAttention(AttentionBackend):
 
     name = "static-decode"
 
-    def forward(self, q, k_pool, v_pool, inputs):
+    def forward(self, q, k, v, k_pool, v_pool, inputs):
         b, nh, d = q.shape
         nkv = k_pool.shape[2]
         kd = _gather(k_pool, inputs.block_tables).view(b, -1, nkv, d).transpose(1, 2).to(q.dtype)  # [b, nkv, S, d]

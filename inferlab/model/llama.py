@@ -158,8 +158,9 @@ class Attention(nn.Module):
         """One step's flat batch x [1, N, H] against a paged KV pool: the new K/V are written to their
         slots (`inputs.slot_mapping`), then `backend` attends each token to its own sequence."""
         q, k, v = self.project_qkv(x, cos, sin)  # [1, nh|nkv, N, d]
-        write_kv(k_pool, v_pool, k[0].transpose(0, 1), v[0].transpose(0, 1), inputs.slot_mapping)
-        out = backend.forward(q[0].transpose(0, 1), k_pool, v_pool, inputs)  # [N, nh, d]
+        k, v = k[0].transpose(0, 1), v[0].transpose(0, 1)  # [N, nkv, d]
+        write_kv(k_pool, v_pool, k, v, inputs.slot_mapping)
+        out = backend.forward(q[0].transpose(0, 1), k, v, k_pool, v_pool, inputs)  # [N, nh, d]
         return self.o_proj(out.reshape(1, x.shape[1], -1))
 
 
