@@ -10,17 +10,17 @@ from dataclasses import dataclass
 
 import torch
 
+from inferlab.limits import BatchLimits
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
-class EngineConfig:
-    """Settings of one engine instance.
+class EngineConfig(BatchLimits):
+    """Settings of one engine instance (its scheduler limits: `BatchLimits`, shared with the simulator).
 
     Args:
-        max_num_seqs: most requests running (holding KV blocks) at once.
-        max_num_batched_tokens: token budget of one step (decode tokens + prefill chunk tokens).
-        block_size: tokens per KV block.
+        max_num_seqs, max_num_batched_tokens, block_size: see `inferlab.limits.BatchLimits`.
         num_kv_blocks: blocks in the KV pool (per layer); capacity `max_kv_tokens` = num_kv_blocks * block_size.
         max_model_len: longest prompt + output, in tokens.
         enable_chunked_prefill: split long prompts across steps to fit the token budget.
@@ -51,7 +51,8 @@ class EngineConfig:
     enable_cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_kv_blocks", "max_model_len"):
+        super().__post_init__()
+        for name in ("num_kv_blocks", "max_model_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"EngineConfig.{name} must be an integer >= 1, got {value!r}")

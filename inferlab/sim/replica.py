@@ -31,25 +31,20 @@ from dataclasses import dataclass
 from typing import Callable
 
 from inferlab.ints import cdiv
+from inferlab.limits import BatchLimits
 from inferlab.sim.steptime import StepTimeModel
 
 
 @dataclass(frozen=True)
-class ReplicaConfig:
-    """Scheduler limits of one replica (names follow vLLM's engine arguments)."""
+class ReplicaConfig(BatchLimits):
+    """Scheduler limits of one replica (`BatchLimits`, shared with the engine's `EngineConfig`)."""
 
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192
     num_prefix_cache_blocks: int = 0  # prefix cache (LRU of prompt blocks); 0: none
-    block_size: int = 16
 
     def __post_init__(self) -> None:
-        if self.num_prefix_cache_blocks < 0 or self.block_size < 1:
-            raise ValueError("ReplicaConfig.num_prefix_cache_blocks must be >= 0 and block_size >= 1")
-        if self.max_num_seqs < 1:
-            raise ValueError(f"ReplicaConfig.max_num_seqs must be >= 1, got {self.max_num_seqs}")
-        if self.max_num_batched_tokens < 1:
-            raise ValueError(f"ReplicaConfig.max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+        super().__post_init__()
+        if self.num_prefix_cache_blocks < 0:
+            raise ValueError("ReplicaConfig.num_prefix_cache_blocks must be >= 0")
 
 
 class SimRequest:
