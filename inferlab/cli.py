@@ -13,7 +13,7 @@ import sys
 # command -> (module, one-line help). Each module exposes `main(argv: list[str]) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("inferlab.doctor", "check versions, devices, backends and lab sync"),
-    "model": ("inferlab.model.build", "build the tiny/small random-init checkpoints"),
+    "model": ("inferlab.model.build", "build the tiny/small/medium random-init checkpoints"),
     "plan": ("inferlab.costmodel.plan", "choose a TP/PP layout for a model on a GPU cluster"),
     "serve": ("inferlab.serving.server", "OpenAI-compatible server for the reference engine"),
     "route": ("inferlab.serving.router", "OpenAI-compatible router with traffic shaping in front of N replicas"),

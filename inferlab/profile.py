@@ -176,14 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     steps = profile_engine(model, config, sizes, args.max_prompt_tokens, args.max_output_tokens, args.seed,
                            online_rates_rps=rates)
-    fitted = fit_linear(steps, config.num_kv_slots, name=f"calibrated:{args.preset}",
+    fitted = fit_linear(steps, config.max_kv_tokens, name=f"calibrated:{args.preset}",
                         decode_padding=engine_padding(config))
     report = fit_report(fitted, steps)
     out = Path(args.out) if args.out else build_dir() / "profiles" / f"{args.preset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     roof = fitted.roofs[0]
     data = {"model": args.preset, "device": str(next(model.parameters()).device), "num_threads": args.threads,
-            "num_kv_tokens": config.num_kv_slots, "max_num_seqs": config.max_num_seqs,
+            "num_kv_tokens": config.max_kv_tokens, "max_num_seqs": config.max_num_seqs,
             "max_num_batched_tokens": config.max_num_batched_tokens, "block_size": config.block_size,
             "decode_group_size": DECODE_GROUP_SIZE,
             "fit": vars(roof) | report, "steps": steps}

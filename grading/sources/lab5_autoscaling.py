@@ -344,7 +344,7 @@ def evaluate(policy, trace=TRACE, plan=PLAN, spot_policy=None, **cluster):
             "output_tokens": output_tokens, "num_scale_actions": result.num_scale_actions,
             "scale_actions_per_hour": result.scale_actions_per_hour, "cost_usd": result.cost_usd,
             "usd_per_million_output_tokens": result.cost_usd / output_tokens * 1e6,
-            "num_preemptions": result.num_preemptions, "timeline": result.timeline}
+            "num_spot_interruptions": result.num_spot_interruptions, "timeline": result.timeline}
 
 
 baselines = {}  # the HPA and Ray Serve's default on this trace: for comparison, not graded
@@ -764,7 +764,7 @@ spot_runs = {"on-demand": evaluate(my_autoscaler, **SPOT_MARKET),
              "half spot": evaluate(my_autoscaler, spot_policy=half_spot_policy, **SPOT_MARKET)}
 for name, r in spot_runs.items():
     print(f"{name:>10}: attainment {r['slo_attainment']:.4f}, ${r['cost_usd']:.2f}, "
-          f"${r['usd_per_million_output_tokens']:.3f} per million output tokens, {r['num_preemptions']} preemptions")
+          f"${r['usd_per_million_output_tokens']:.3f} per million output tokens, {r['num_spot_interruptions']} spot interruptions")
 
 # %% [markdown]
 # **Exercise 5.** Write `my_spot_policy(ctx) -> (num_spot_replicas, state)`: return a count in
@@ -806,7 +806,7 @@ def my_spot_policy(ctx: SpotContext):
 spot_runs["mine"] = evaluate(my_autoscaler, spot_policy=my_spot_policy, **SPOT_MARKET)
 r = spot_runs["mine"]
 print(f"      mine: attainment {r['slo_attainment']:.4f}, ${r['cost_usd']:.2f}, "
-      f"${r['usd_per_million_output_tokens']:.3f} per million output tokens, {r['num_preemptions']} preemptions")
+      f"${r['usd_per_million_output_tokens']:.3f} per million output tokens, {r['num_spot_interruptions']} spot interruptions")
 
 # %% tests id=test_spot_policy points=3
 def _sctx(notices=(), ratio=0.35, target=10, spot=5, now=3600.0):

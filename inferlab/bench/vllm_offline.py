@@ -4,7 +4,9 @@
 {"prompts": [[ids...]], "max_tokens": [n...], "max_model_len": L}, submits every request at
 once (`LLM.generate`, greedy, `ignore_eos`, no tokenizer) and prints one JSON line:
 {"num_output_tokens", "generate_s", "startup_s", "output_tok_s", "vllm_version"}.
-Used by `inferlab bench engine` through `run_vllm_offline`.
+Used by `inferlab bench engine` through `run_vllm_offline`, or, for rounds alternated with other
+variants, through `VllmRounds`: the same process (`--rounds`) prints {"ready": ...} once started,
+then runs the workload once per "go" line on its stdin, one JSON line each.
 """
 
 from __future__ import annotations
@@ -40,6 +42,82 @@ def run_vllm_offline(model_dir: str | Path, prompts: list[list[int]], max_tokens
     return json.loads(lines[-1])
 
 
+class VllmRounds:
+    """A vLLM process kept alive across benchmark rounds (start-up paid once, none of it timed).
+
+    `start()` -> {"startup_s", ...} or {"error"}; each `run()` -> one round's result or {"error"}; `close()`.
+    """
+
+    def __init__(self, model_dir: str | Path, prompts: list[list[int]], max_tokens: list[int], max_model_len: int,
+                 workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.spec = workdir / "vllm_workload.json"
+        self.spec.write_text(json.dumps({"prompts": prompts, "max_tokens": max_tokens, "max_model_len": max_model_len}))
+        self.model_dir, self.proc, self.error = str(model_dir), None, None
+        self.log = workdir / "vllm_rounds.log"
+
+    def start(self) -> dict:
+        env = dict(os.environ)
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "inferlab.bench.vllm_offline", self.model_dir,
+                                          str(self.spec), "--rounds"], env=env, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True)
+        except OSError as exc:
+            self.error = f"could not start vLLM: {exc}"
+            return {"error": self.error}
+        return self._read()
+
+    def _read(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        tail = self.log.read_text().strip().splitlines()[-3:] if self.log.exists() else []
+        self.error = f"vLLM exited with {self.proc.wait()}: {' | '.join(tail)[-500:]}"
+        return {"error": self.error}
+
+    def run(self) -> dict:
+        if self.error or self.proc is None:
+            return {"error": self.error or "not started"}
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _rounds(model_dir: str, spec_path: str) -> None:
+    import vllm
+    from vllm import LLM, SamplingParams
+
+    spec = json.loads(Path(spec_path).read_text())
+    started = time.perf_counter()
+    llm = LLM(model=model_dir, skip_tokenizer_init=True, dtype="float32", max_model_len=spec["max_model_len"],
+              gpu_memory_utilization=0.3, enforce_eager=True, seed=0)
+    params = [SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True, detokenize=False)
+              for n in spec["max_tokens"]]
+    llm.generate([{"prompt_token_ids": p} for p in spec["prompts"][:4]], params[:4], use_tqdm=False)
+    print(json.dumps({"ready": True, "startup_s": time.perf_counter() - started, "vllm_version": vllm.__version__}),
+          flush=True)
+    prompts = [{"prompt_token_ids": p} for p in spec["prompts"]]
+    for _ in sys.stdin:
+        llm.reset_prefix_cache()  # every round starts cold, like the engine's fresh instance
+        t0 = time.perf_counter()
+        outs = llm.generate(prompts, params, use_tqdm=False)
+        elapsed = time.perf_counter() - t0
+        num_out = sum(len(o.outputs[0].token_ids) for o in outs)
+        print(json.dumps({"num_output_tokens": num_out, "generate_s": elapsed, "output_tok_s": num_out / elapsed}),
+              flush=True)
+
+
 def _main(model_dir: str, spec_path: str) -> dict:
     import vllm
     from vllm import LLM, SamplingParams
@@ -63,4 +141,7 @@ def _main(model_dir: str, spec_path: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_main(sys.argv[1], sys.argv[2])), flush=True)
+    if sys.argv[3:] == ["--rounds"]:
+        _rounds(sys.argv[1], sys.argv[2])
+    else:
+        print(json.dumps(_main(sys.argv[1], sys.argv[2])), flush=True)

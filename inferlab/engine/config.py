@@ -10,18 +10,18 @@ from dataclasses import dataclass
 
 import torch
 
+from inferlab.limits import BatchLimits
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
-class EngineConfig:
-    """Settings of one engine instance.
+class EngineConfig(BatchLimits):
+    """Settings of one engine instance (its scheduler limits: `BatchLimits`, shared with the simulator).
 
     Args:
-        max_num_seqs: most requests running (holding KV blocks) at once.
-        max_num_batched_tokens: token budget of one step (decode tokens + prefill chunk tokens).
-        block_size: tokens per KV block.
-        num_kv_blocks: blocks in the KV pool (per layer); capacity = num_kv_blocks * block_size tokens.
+        max_num_seqs, max_num_batched_tokens, block_size: see `inferlab.limits.BatchLimits`.
+        num_kv_blocks: blocks in the KV pool (per layer); capacity `max_kv_tokens` = num_kv_blocks * block_size.
         max_model_len: longest prompt + output, in tokens.
         enable_chunked_prefill: split long prompts across steps to fit the token budget.
         enable_prefix_caching: reuse the KV of full blocks shared with earlier prompts.
@@ -30,6 +30,10 @@ class EngineConfig:
         max_finished_requests: finished requests kept in `LLMEngine.finished` (None: all, for offline
             runs; a server sets a bound so its memory stays flat).
         max_step_records: step records kept in `LLMEngine.step_records` (None: all, for profiling).
+        attention_backend: "gather" (the reference) or "flex" (paged FlexAttention, in place);
+            None: the device's default (`inferlab.model.attention.make_backend`).
+        enable_cuda_graphs: replay decode-only steps from CUDA graphs captured per padded batch
+            size (CUDA only; ignored elsewhere).
     """
 
     max_num_seqs: int = 64
@@ -43,9 +47,12 @@ class EngineConfig:
     dtype: str = "float32"
     max_finished_requests: int | None = None
     max_step_records: int | None = None
+    attention_backend: str | None = None
+    enable_cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_kv_blocks", "max_model_len"):
+        super().__post_init__()
+        for name in ("num_kv_blocks", "max_model_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"EngineConfig.{name} must be an integer >= 1, got {value!r}")
@@ -53,6 +60,11 @@ class EngineConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"EngineConfig.{name} must be None (keep all) or an integer >= 0, got {value!r}")
+        if self.attention_backend not in (None, "gather", "flex"):
+            raise ValueError(f"EngineConfig.attention_backend must be None, 'gather' or 'flex', "
+                             f"got {self.attention_backend!r}")
+        if not isinstance(self.enable_cuda_graphs, bool):
+            raise ValueError(f"EngineConfig.enable_cuda_graphs must be a bool, got {self.enable_cuda_graphs!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"EngineConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
@@ -66,6 +78,6 @@ class EngineConfig:
         return _DTYPES[self.dtype]
 
     @property
-    def num_kv_slots(self) -> int:
-        """KV capacity of the pool, in tokens."""
+    def max_kv_tokens(self) -> int:
+        """KV capacity of the pool, in tokens (`num_kv_tokens` is what is held at a time)."""
         return self.num_kv_blocks * self.block_size

@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from inferlab.engine import stop as stop_rule
 from inferlab.engine.config import EngineConfig
 from inferlab.engine.history import EngineCounters, History, StepRecord
 from inferlab.engine.kv_cache import BlockAllocator, PagedBlockAllocator
 from inferlab.engine.request import FinishReason, Request, RequestEvent, RequestOutput, RequestStatus, SamplingParams
 from inferlab.engine.runner import ModelRunner
 from inferlab.engine.scheduler import ContinuousBatchingScheduler, Scheduler, SchedulerOutput
+from inferlab.ints import cdiv
 from inferlab.metrics import RequestRecord
 from inferlab.model.llama import LlamaForCausalLM
 
@@ -103,8 +103,8 @@ class LLMEngine:
             raise ValueError(f"prompt has {len(prompt)} tokens; max_model_len is {self.config.max_model_len} "
                              "(at least one token must fit after it)")
         max_total = min(len(prompt) + params.max_tokens, self.config.max_model_len)
-        if -(-max_total // self.config.block_size) > self.config.num_kv_blocks:
-            raise ValueError(f"request needs up to {max_total} KV slots but the pool holds {self.config.num_kv_slots}")
+        if cdiv(max_total, self.config.block_size) > self.config.num_kv_blocks:
+            raise ValueError(f"request needs up to {max_total} KV slots but the pool holds {self.config.max_kv_tokens}")
         request_id = str(next(self._ids)) if request_id is None else str(request_id)
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in use")
@@ -206,7 +206,7 @@ class LLMEngine:
         if len(req.token_times_s) == 1:
             req.events.append((RequestEvent.FIRST_TOKEN, now))
         try:
-            reason, stop_reason = stop_rule.check_stop(req, self.model.config.eos_token_id)
+            reason, stop_reason = req.check_stop(self.model.config.eos_token_id)
         except Exception as exc:
             return self._finish(req, FinishReason.ERROR, now, f"stop check failed: {_describe(exc)}", new_token=token)
         if reason is not None:
@@ -248,10 +248,10 @@ class LLMEngine:
     def _record(self, start: float, now: float, plan: SchedulerOutput) -> None:
         running = [r for r in self.requests.values() if r.status is RequestStatus.RUNNING]
         blocks = {b for r in running for b in r.block_table}
-        decode = sum(1 for c in plan.chunks if not c.is_prefill)
+        decode = sum(1 for c in plan.chunks if c.is_decode)
         self.step_records.append(StepRecord(
             start_time_s=start, step_time_s=now - start,
-            num_prefill_tokens=sum(c.num_tokens for c in plan.chunks if c.is_prefill),
+            num_prefill_tokens=sum(c.num_tokens for c in plan.chunks if not c.is_decode),
             num_prefill_seqs=len(plan.chunks) - decode, num_decode_seqs=decode,
             num_kv_tokens=_num_stored_tokens(running, self.config.block_size), num_kv_blocks_used=len(blocks),
             num_running_seqs=len(running), num_preempted=len(plan.preempted),

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import torch
 
+from inferlab.ints import cdiv
+
 
 class KVBlockPool:
     """Per-layer K and V block tensors, allocated once.
@@ -52,7 +54,7 @@ class BlockAllocator(ABC):
 
     def num_blocks_for(self, num_tokens: int) -> int:
         """Blocks needed to hold `num_tokens` tokens."""
-        return -(-num_tokens // self.block_size)
+        return cdiv(num_tokens, self.block_size)
 
     @abstractmethod
     def num_free_blocks(self) -> int:

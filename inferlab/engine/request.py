@@ -157,6 +157,22 @@ class Request:
     def all_token_ids(self) -> list[int]:
         return self.prompt_token_ids + self.output_token_ids
 
+    def token_ids(self, start: int, stop: int) -> list[int]:
+        """all_token_ids[start:stop] without building all_token_ids (the runner's hot path)."""
+        n = len(self.prompt_token_ids)
+        if stop <= n:
+            return self.prompt_token_ids[start:stop]
+        if start >= n:
+            return self.output_token_ids[start - n:stop - n]
+        return self.prompt_token_ids[start:] + self.output_token_ids[:stop - n]
+
+    def check_stop(self, eos_token_id: int) -> tuple[FinishReason | None, int | str | None]:
+        """Does the request end after its newest token, and why: the stop rule of both engines
+        (`inferlab.engine.stop.check_stop`, written once)."""
+        from inferlab.engine import stop  # stop.py reads Request's fields; imported here, not at the top
+
+        return stop.check_stop(self, eos_token_id)
+
     @property
     def is_finished(self) -> bool:
         return self.status is RequestStatus.FINISHED

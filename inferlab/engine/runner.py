@@ -1,44 +1,37 @@
 """One forward step over many requests: the model runner.
 
-Flow: the scheduler's chunks -> `ModelRunner.execute` flattens every chunk's tokens into one
-batch (prefill chunks and decode tokens together), runs the model's own layers
-(`project_qkv`, RoPE tables, RMSNorm, MLP, `attend`) with attention reading K/V from the
-paged `KVBlockPool` through each request's block table, and returns the logits of each
-chunk's last token; `sample` turns them into token ids. Plain PyTorch.
+Flow: the scheduler's chunks -> `ModelRunner.prepare` builds the step's `StepInputs` (token ids,
+positions, slot mapping, block tables, sequence lengths; decodes first, then prefill chunks) as
+device tensors -> the model's own `forward_step` runs its layers, each attending through the
+runner's `AttentionBackend` (`inferlab.model.attention`: the gather reference or the paged
+FlexAttention one) and writing the new K/V into the paged `KVBlockPool` -> the logits of each
+chunk's last token; `sample` turns them into token ids.
+
+Step preparation stays on the device: each running request owns a row of a persistent block
+table tensor, written only when its table grows (one block every `block_size` decodes) or is
+replaced (a preemption); positions and slot mappings are computed from it with tensor ops.
+On CUDA, decode-only steps replay CUDA graphs captured per padded batch size
+(`inferlab.engine.graphs`; `EngineConfig.enable_cuda_graphs` turns them off).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-import torch.nn.functional as F
 
 from inferlab.engine.config import EngineConfig
 from inferlab.engine.host_memory import steady_malloc
 from inferlab.engine.kv_cache import KVBlockPool
 from inferlab.engine.request import Request
 from inferlab.engine.scheduler import ScheduledChunk
-from inferlab.model.llama import LlamaForCausalLM, attend, rope_cos_sin
+from inferlab.ints import cdiv
+from inferlab.model.attention import DECODE_GROUP_SIZE, StepInputs, decode_kv_slots, make_backend
+from inferlab.model.llama import LlamaForCausalLM
 
+__all__ = ["DECODE_GROUP_SIZE", "ModelRunner", "decode_kv_slots", "top_k_top_p"]
 
 SAMPLING_EPS = 1e-5  # temperatures below this are greedy (vLLM's rule): logits / 1e-300 overflow to inf -> NaN
-DECODE_GROUP_SIZE = 32  # decode rows per attention call; each group is padded to its longest context
-
-
-def decode_kv_slots(context_lens: list[int], block_size: int, group_size: int = DECODE_GROUP_SIZE) -> int:
-    """K/V slots a decode step's attention reads, padding included.
-
-    Sequences are sorted by context length and grouped `group_size` at a time; each group
-    reads, for every row, the blocks of its longest context (`_decode_groups`, whose masks
-    give the runner's `last_decode_kv_slots`). This, not the sum of context lengths, is
-    what decode attention costs in this runner; the simulator's replica mirrors the formula
-    (`inferlab.sim.steptime.DecodePadding`), and the tests check both against it.
-    """
-    ordered = sorted(context_lens)
-    total = 0
-    for g in range(0, len(ordered), group_size):
-        part = ordered[g:g + group_size]
-        total += len(part) * (-(-part[-1] // block_size) * block_size)
-    return total
 
 
 def top_k_top_p(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -57,23 +50,12 @@ def top_k_top_p(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     return torch.zeros_like(probs).scatter(0, order, sorted_probs * keep)
 
 
-def _gather(pool: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-    """Blocks `tables` [...] of a pool [num_blocks, B, nkv, d] -> [..., B*nkv*d] (index_select: ~3x
-    faster than advanced indexing on CPU)."""
-    return pool.view(pool.shape[0], -1).index_select(0, tables.reshape(-1)).view(*tables.shape, -1)
+@dataclass
+class _TableRow:
+    """A request's row of the persistent block table and what of its table is written there."""
 
-
-def _decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """GQA attention of one new token per sequence without copying K/V per query head.
-
-    q [B, nh, d]; k, v [B, nkv, S, d]; mask [B, S] (True = attend) -> [B, nh, d].
-    The nh/nkv query heads sharing a KV head are laid along the query axis, which is the
-    same computation as `attend` (repeat_interleave of K/V) with a fraction of the memory traffic.
-    """
-    b, nh, d = q.shape
-    nkv = k.shape[1]
-    out = F.scaled_dot_product_attention(q.reshape(b, nkv, nh // nkv, d), k, v, attn_mask=mask[:, None, None, :])
-    return out.reshape(b, nh, d)
+    row: int
+    written: list[int]  # the table's first entries, as on the device
 
 
 class ModelRunner:
@@ -81,7 +63,7 @@ class ModelRunner:
 
     Args:
         model: the `LlamaForCausalLM` whose weights and layers are used as they are.
-        config: engine settings (pool size, block size, KV dtype).
+        config: engine settings (pool size, block size, KV dtype, attention backend, CUDA graphs).
     """
 
     def __init__(self, model: LlamaForCausalLM, config: EngineConfig) -> None:
@@ -90,14 +72,86 @@ class ModelRunner:
         self.device = model.device
         if self.device.type == "cpu":
             steady_malloc()  # step times stable from run to run (see host_memory.py)
-        self.pool = KVBlockPool(mc.num_hidden_layers, config.num_kv_blocks, config.block_size,
+        # one block more than the allocator hands out: padded rows of a CUDA-graph decode write there
+        self.pool = KVBlockPool(mc.num_hidden_layers, config.num_kv_blocks + 1, config.block_size,
                                 mc.num_key_value_heads, mc.head_dim, self.device, config.torch_dtype)
+        self.scratch_block = config.num_kv_blocks
+        self.backend = make_backend(config.attention_backend, self.device)
+        self.max_blocks_per_seq = cdiv(config.max_model_len, config.block_size)
+        self.block_tables = torch.zeros(config.max_num_seqs, self.max_blocks_per_seq, dtype=torch.long,
+                                        device=self.device)  # persistent: row r belongs to one request
+        self._rows: dict[str, _TableRow] = {}
+        self._free_rows = list(range(config.max_num_seqs - 1, -1, -1))
         self._generators: dict[str, torch.Generator] = {}
+        self.graphs = None
+        if config.enable_cuda_graphs and self.device.type == "cuda":
+            from inferlab.engine.graphs import DecodeGraphs
+
+            self.graphs = DecodeGraphs(self)
         self.last_decode_kv_slots = 0  # K/V slots the last step's decode attention read (padding included)
 
-    def _slots(self, table: list[int], start: int, stop: int) -> list[int]:
-        bs = self.config.block_size
-        return [table[p // bs] * bs + p % bs for p in range(start, stop)]
+    # ---- the persistent block table -------------------------------------------------------
+    def _table_row(self, req: Request, new_rows: list[int], new_cols: list[int], new_blocks: list[int]) -> int:
+        """The request's row, queuing the entries of its table not yet on the device."""
+        entry = self._rows.get(req.request_id)
+        if entry is None:
+            if not self._free_rows:  # a scheduler running more than max_num_seqs: grow
+                old = self.block_tables.shape[0]
+                self.block_tables = torch.cat((self.block_tables, torch.zeros_like(self.block_tables)))
+                self._free_rows = list(range(2 * old - 1, old - 1, -1))
+            entry = self._rows[req.request_id] = _TableRow(self._free_rows.pop(), [])
+        table, written = req.block_table, entry.written
+        if table[:len(written)] != written:  # a new table (preempted and readmitted): write it all
+            written.clear()
+        if len(table) > len(written):
+            if len(table) > self.max_blocks_per_seq:
+                raise ValueError(f"request {req.request_id} has {len(table)} blocks; max_model_len allows "
+                                 f"{self.max_blocks_per_seq}")
+            num_new = len(table) - len(written)
+            new_rows.extend([entry.row] * num_new)
+            new_cols.extend(range(len(written), len(table)))
+            new_blocks.extend(table[len(written):])
+            written.extend(table[len(written):])
+        return entry.row
+
+    def prepare(self, chunks: list[ScheduledChunk]) -> StepInputs:
+        """The step's inputs as device tensors: decodes first, then prefill chunks."""
+        dev, bs = self.device, self.config.block_size
+        order = [i for i, c in enumerate(chunks) if c.is_decode]
+        num_decodes = len(order)
+        order += [i for i, c in enumerate(chunks) if not c.is_decode]
+        ids: list[int] = []
+        rows, starts, qlens, new_rows, new_cols, new_blocks = [], [], [], [], [], []
+        for i in order:
+            ch = chunks[i]
+            req, start = ch.request, ch.request.num_computed_tokens
+            ids.extend(req.token_ids(start, start + ch.num_tokens))
+            rows.append(self._table_row(req, new_rows, new_cols, new_blocks))
+            starts.append(start)
+            qlens.append(ch.num_tokens)
+        if new_blocks:
+            upd = torch.tensor([new_rows, new_cols, new_blocks]).to(dev, non_blocking=True)
+            self.block_tables[upd[0], upd[1]] = upd[2]
+        host = torch.tensor([rows, starts, qlens])
+        seq_host = torch.tensor(ids)
+        rows_t, starts_t, qlens_t = host.to(dev, non_blocking=True)
+        n = len(ids)
+        qsl = torch.zeros(len(order) + 1, dtype=torch.long, device=dev)
+        torch.cumsum(qlens_t, 0, out=qsl[1:])
+        seq_of_token = torch.repeat_interleave(torch.arange(len(order), device=dev), qlens_t, output_size=n)
+        positions = starts_t[seq_of_token] + torch.arange(n, device=dev) - qsl[:-1][seq_of_token]
+        tables = self.block_tables[rows_t]
+        slots = tables[seq_of_token, positions // bs] * bs + positions % bs
+        last_flat = qsl[1:] - 1  # in the step's (decodes-first) order
+        inv = [0] * len(order)
+        for j, i in enumerate(order):
+            inv[i] = j
+        return StepInputs(
+            token_ids=seq_host.to(dev, non_blocking=True), positions=positions, slot_mapping=slots,
+            block_tables=tables, seq_lens=starts_t + qlens_t, query_start_loc=qsl,
+            logits_indices=last_flat[torch.tensor(inv, device=dev)],
+            seq_lens_host=[s + q for s, q in zip(starts, qlens)], query_lens_host=qlens,
+            num_decodes=num_decodes, block_size=bs)
 
     @torch.inference_mode()
     def execute(self, chunks: list[ScheduledChunk]) -> torch.Tensor:
@@ -109,79 +163,13 @@ class ModelRunner:
         Returns:
             logits [len(chunks), vocab] (fp32) of each chunk's last token.
         """
-        dev, bs = self.device, self.config.block_size
-        mc = self.model.config
-        ids, positions, slots = [], [], []
-        decodes, prefills = [], []  # indices into chunks
-        offset = 0
-        for i, ch in enumerate(chunks):
-            req, start = ch.request, ch.request.num_computed_tokens
-            stop = start + ch.num_tokens
-            ids.extend(req.all_token_ids[start:stop] if ch.num_tokens > 1 else [req.all_token_ids[start]])
-            positions.extend(range(start, stop))
-            slots.extend(self._slots(req.block_table, start, stop))
-            (decodes if ch.num_tokens == 1 else prefills).append((i, offset, start, stop))
-            offset += ch.num_tokens
-        ids_t = torch.tensor(ids, device=dev)
-        pos_t = torch.tensor(positions, device=dev)
-        slots_t = torch.tensor(slots, device=dev)
-        last_idx = torch.tensor([o + (stop - start) - 1 for _, o, start, stop in sorted(decodes + prefills)],
-                                device=dev)
-        groups = self._decode_groups(chunks, decodes) if decodes else []
-        self.last_decode_kv_slots = sum(mask.numel() for _, _, mask in groups)  # rows x padded context
-        cos, sin = rope_cos_sin(pos_t, mc.head_dim, mc.rope_theta)
-        cos, sin = cos[None, None], sin[None, None]
-        x = self.model.model.embed_tokens(ids_t)[None]  # [1, N, H]
-        n = x.shape[1]
-        for li, layer in enumerate(self.model.model.layers):
-            attn = layer.self_attn
-            q, k, v = attn.project_qkv(layer.input_layernorm(x), cos, sin)  # [1, nh|nkv, N, d]
-            kp, vp = self.pool.keys[li], self.pool.values[li]
-            kp.view(-1, *kp.shape[2:]).index_copy_(0, slots_t, k[0].transpose(0, 1).to(kp.dtype))
-            vp.view(-1, *vp.shape[2:]).index_copy_(0, slots_t, v[0].transpose(0, 1).to(vp.dtype))
-            out = torch.empty(n, attn.num_heads, attn.head_dim, device=dev, dtype=x.dtype)  # [N, nh, d]
-            for rows, tables, mask in groups:
-                nb = len(rows)
-                kd = _gather(kp, tables).view(nb, -1, *kp.shape[2:]).transpose(1, 2).to(q.dtype)  # [b, nkv, S, d]
-                vd = _gather(vp, tables).view(nb, -1, *vp.shape[2:]).transpose(1, 2).to(q.dtype)
-                out[rows] = _decode_attention(q[0, :, rows].transpose(0, 1), kd, vd, mask)
-            for i, o, start, stop in prefills:
-                qc = q[:, :, o:o + stop - start]
-                if start == 0:  # the whole context is this chunk: its K/V are at hand, plain causal attention
-                    kc, vc = k[:, :, o:o + stop], v[:, :, o:o + stop]
-                    oc = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True, enable_gqa=True)
-                else:  # continue after cached or earlier-chunk tokens: read them through the block table
-                    table = torch.tensor(chunks[i].request.block_table[: -(-stop // bs)], device=dev)
-                    kc = _gather(kp, table).view(-1, *kp.shape[2:])[:stop].transpose(0, 1)[None].to(q.dtype)
-                    vc = _gather(vp, table).view(-1, *vp.shape[2:])[:stop].transpose(0, 1)[None].to(q.dtype)
-                    oc = attend(qc, kc, vc)  # causal over the last T of S
-                out[o:o + stop - start] = oc[0].transpose(0, 1)
-            x = x + attn.o_proj(out.reshape(1, n, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        h = self.model.model.norm(x[0, last_idx])
-        return self.model.lm_head(h).float()
-
-    def _decode_groups(self, chunks: list[ScheduledChunk], decodes: list[tuple[int, int, int, int]],
-                       max_group: int = DECODE_GROUP_SIZE) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Decode rows grouped by context length, so padding each group to its longest stays small.
-
-        Returns (rows in the flat batch, block tables [b, max_blocks], mask [b, max_blocks*B]) per group.
-        """
-        bs, dev = self.config.block_size, self.device
-        ordered = sorted(decodes, key=lambda d: d[3])
-        groups = []
-        for g in range(0, len(ordered), max_group):
-            part = ordered[g:g + max_group]
-            max_blocks = -(-part[-1][3] // bs)
-            tables = torch.zeros(len(part), max_blocks, dtype=torch.long)
-            for r, (i, *_rest) in enumerate(part):
-                t = chunks[i].request.block_table[:max_blocks]
-                tables[r, :len(t)] = torch.tensor(t)
-            lens = torch.tensor([stop for *_, stop in part])
-            mask = torch.arange(max_blocks * bs)[None, :] < lens[:, None]
-            rows = torch.tensor([o for _, o, _, _ in part])
-            groups.append((rows.to(dev), tables.to(dev), mask.to(dev)))
-        return groups
+        if self.graphs is not None and self.graphs.can_run(chunks):
+            logits, self.last_decode_kv_slots = self.graphs.run(chunks)
+            return logits
+        inputs = self.prepare(chunks)
+        self.backend.prepare(inputs, self.pool.num_blocks)
+        self.last_decode_kv_slots = self.backend.decode_kv_slots(inputs)
+        return self.model.forward_step(inputs, self.pool.keys, self.pool.values, self.backend)
 
     def sample(self, logits: torch.Tensor, requests: list[Request]) -> list[int]:
         """Token ids from logits [len(requests), vocab]: argmax when temperature < SAMPLING_EPS, else a draw
@@ -199,5 +187,8 @@ class ModelRunner:
         return tokens
 
     def release(self, request: Request) -> None:
-        """Drop per-request sampler state."""
+        """Drop per-request state: its sampler and its block-table row."""
         self._generators.pop(request.request_id, None)
+        entry = self._rows.pop(request.request_id, None)
+        if entry is not None:
+            self._free_rows.append(entry.row)

@@ -27,9 +27,15 @@ class ScheduledChunk:
     num_tokens: int
 
     @property
+    def is_decode(self) -> bool:
+        """The one definition of a decode: one token of a request whose prompt is all computed
+        (used by the scheduler, the runner and the step records)."""
+        return self.num_tokens == 1 and self.request.num_computed_tokens >= self.request.num_prompt_tokens
+
+    @property
     def is_prefill(self) -> bool:
-        """True unless this is the one-token decode of a request whose prompt is all computed."""
-        return self.num_tokens > 1 or self.request.num_computed_tokens < self.request.num_prompt_tokens
+        """Not a decode: a chunk of the prompt (or of prompt + output after a preemption)."""
+        return not self.is_decode
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from inferlab.engine.request import FinishReason, Request, RequestStatus, SamplingParams
+from inferlab.engine.request import Request, RequestStatus, SamplingParams
 from inferlab.metrics import RequestRecord
 from inferlab.model.llama import KVCache, LlamaForCausalLM
 
@@ -74,11 +74,9 @@ class StaticBatchingEngine:
                     continue
                 r.output_token_ids.append(tok)
                 r.token_times_s.append(now)
-                sp = r.sampling_params
-                if (tok == eos and not sp.ignore_eos) or tok in sp.stop_token_ids:
-                    done[j], r.finish_reason = True, FinishReason.STOP
-                elif r.num_output_tokens >= sp.max_tokens:
-                    done[j], r.finish_reason = True, FinishReason.LENGTH
+                reason, r.stop_reason = r.check_stop(eos)  # the same stop rule as the engine's
+                if reason is not None:
+                    done[j], r.finish_reason = True, reason
             if all(done) or step == num_steps - 1:
                 break
             valid = torch.cat((valid, torch.ones(len(batch), 1, dtype=torch.bool, device=dev)), dim=1)

@@ -96,7 +96,7 @@ class OpenAIReplica:
         self.runner.start()
         self.model_name = model_name
         self.limits = Limits(model_name, self.engine.model.config.vocab_size, self.engine.config.max_model_len,
-                             self.engine.config.num_kv_slots)
+                             self.engine.config.max_kv_tokens)
 
     async def __call__(self, request):
         from starlette.responses import JSONResponse

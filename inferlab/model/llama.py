@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inferlab.model.attention import AttentionBackend, StepInputs, write_kv
+
 
 @dataclass(frozen=True)
 class LlamaConfig:
@@ -58,6 +60,8 @@ class LlamaConfig:
 # `tiny`: CI-fast on 2 cores, heads and KV heads divisible by 2 and 4 (tensor/sequence parallel),
 # 4 layers (4 pipeline stages), head_dim 32 (a size vLLM's CPU attention supports).
 # `small`: ~30M parameters, for benchmarks and GPUs.
+# `medium`: ~187M parameters, the GPU benchmark's (large enough that a GPU step is not launch-bound);
+# built on demand only (`inferlab model medium`, ~0.75 GB in fp32), never by `make install` or the tests.
 PRESETS: dict[str, LlamaConfig] = {
     "tiny": LlamaConfig(
         vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
@@ -66,6 +70,10 @@ PRESETS: dict[str, LlamaConfig] = {
     "small": LlamaConfig(
         vocab_size=4096, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
+    ),
+    "medium": LlamaConfig(
+        vocab_size=4096, hidden_size=1024, intermediate_size=2816, num_hidden_layers=16,
+        num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=2048,
     ),
 }
 
@@ -144,6 +152,16 @@ class Attention(nn.Module):
             k, v = cache.append(layer, k, v)
         out = attend(q, k, v, mask)
         return self.o_proj(out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+
+    def forward_paged(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_pool: torch.Tensor,
+                      v_pool: torch.Tensor, inputs: StepInputs, backend: AttentionBackend) -> torch.Tensor:
+        """One step's flat batch x [1, N, H] against a paged KV pool: the new K/V are written to their
+        slots (`inputs.slot_mapping`), then `backend` attends each token to its own sequence."""
+        q, k, v = self.project_qkv(x, cos, sin)  # [1, nh|nkv, N, d]
+        k, v = k[0].transpose(0, 1), v[0].transpose(0, 1)  # [N, nkv, d]
+        write_kv(k_pool, v_pool, k, v, inputs.slot_mapping)
+        out = backend.forward(q[0].transpose(0, 1), k, v, k_pool, v_pool, inputs)  # [N, nh, d]
+        return self.o_proj(out.reshape(1, x.shape[1], -1))
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -241,6 +259,27 @@ class LlamaForCausalLM(nn.Module):
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, cache, i, mask)
         return self.lm_head(self.model.norm(x))
+
+    def forward_step(self, inputs: StepInputs, k_pools: list[torch.Tensor], v_pools: list[torch.Tensor],
+                     backend: AttentionBackend) -> torch.Tensor:
+        """One serving step over a paged KV pool (see `inferlab.model.attention`).
+
+        Args:
+            inputs: the step's flat batch (prefill chunks and decodes), device tensors.
+            k_pools, v_pools: per layer, the pool's K and V blocks [num_blocks, B, nkv, d]; the new
+                tokens' K/V are written into them.
+            backend: the attention backend (its `prepare` must have run for `inputs`).
+        Returns:
+            logits [len(inputs.logits_indices), vocab] (fp32) of each chunk's last token.
+        """
+        cos, sin = rope_cos_sin(inputs.positions, self.config.head_dim, self.config.rope_theta)
+        cos, sin = cos[None, None], sin[None, None]
+        x = self.model.embed_tokens(inputs.token_ids)[None]  # [1, N, H]
+        for layer, k_pool, v_pool in zip(self.model.layers, k_pools, v_pools):
+            x = x + layer.self_attn.forward_paged(layer.input_layernorm(x), cos, sin, k_pool, v_pool, inputs, backend)
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        h = self.model.norm(x[0, inputs.logits_indices])
+        return self.lm_head(h).float()
 
 
 def init_weights(model: LlamaForCausalLM, seed: int) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,15 @@ class AutoscalingContext:
         target_num_replicas: the last decision (ready + starting).
         total_num_requests: ongoing requests, queued + running, over all replicas.
         total_queued_requests: requests not yet assigned to a replica.
-        aggregated_metrics: metric name -> {replica id: value}; the simulator reports
-            "kv_utilization" (0-1) and "num_waiting_requests" per running replica.
+        aggregated_metrics: metric name -> {replica id: value}; the simulator reports, per running
+            replica, "kv_utilization" (0-1), "compute_utilization" (0-1, busy share since the last
+            period) and "num_waiting_requests" (waiting for their first token).
         capacity_adjusted_min_replicas / capacity_adjusted_max_replicas: bounds.
         policy_state: what the policy returned last time ({} at first).
         current_time: seconds (simulated clock, or Unix time in Ray).
         config: an `AutoscalingConfig` (Ray's own in Ray Serve).
+        running_replicas, last_scale_up_time, last_scale_down_time: Ray's fields; the simulator
+            leaves them at their defaults.
         num_starting_replicas: replicas in their cold start (simulator extra).
         cold_start_s: seconds from launch to ready (simulator extra).
     """
@@ -106,7 +109,24 @@ class AutoscalingContext:
         return max(0.0, self.total_num_requests - self.total_queued_requests)
 
 
-Policy = Callable[[Any], tuple[int, dict[str, Any]]]
+class ScalingContext(Protocol):
+    """What an autoscaling policy reads: the fields `AutoscalingContext` (what the simulator and
+    `inferlab.deploy` send) shares with Ray Serve's own context. The simulator's extras
+    (`num_starting_replicas`, `cold_start_s`) are on `AutoscalingContext` only."""
+
+    current_num_replicas: int
+    target_num_replicas: int
+    total_num_requests: float
+    total_queued_requests: float
+    capacity_adjusted_min_replicas: int
+    capacity_adjusted_max_replicas: int
+    current_time: float
+    policy_state: dict[str, Any]
+    aggregated_metrics: dict[str, dict[Any, float]]
+    config: Any
+
+
+Policy = Callable[[ScalingContext], tuple[int, dict[str, Any]]]
 
 
 def clamp(ctx: Any, num_replicas: float) -> int:

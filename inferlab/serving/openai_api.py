@@ -52,7 +52,7 @@ class Limits:
     model_name: str
     vocab_size: int
     max_model_len: int
-    num_kv_slots: int
+    max_kv_tokens: int
     ignore_unknown_fields: bool = False  # drop top-level fields it does not know (vLLM's default) instead of a 400
 
 
@@ -174,9 +174,9 @@ def _sampling(body: dict, limits: Limits, prompt_field: str, num_prompt_tokens: 
         raise _bad(max_tokens_field, f"this model's maximum context length is {limits.max_model_len} tokens; you "
                                      f"requested {num_prompt_tokens + max_tokens} ({num_prompt_tokens} in the prompt, "
                                      f"{max_tokens} in the completion)")
-    if num_prompt_tokens + max_tokens > limits.num_kv_slots:
+    if num_prompt_tokens + max_tokens > limits.max_kv_tokens:
         raise _bad(max_tokens_field, f"the request needs {num_prompt_tokens + max_tokens} KV slots; the server's "
-                                     f"pool holds {limits.num_kv_slots}")
+                                     f"pool holds {limits.max_kv_tokens}")
     finite = "a finite number"
     temperature = _field(body, "temperature", lambda v: _is_num(v) and math.isfinite(v) and v >= 0,
                          f"{finite} >= 0", 1.0)

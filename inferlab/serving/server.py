@@ -110,7 +110,7 @@ def build_app(engine: LLMEngine, model_name: str = "inferlab-tiny",
     app[ASYNC_ENGINE] = runner
     app[METRICS] = metrics
     limits = Limits(model_name, engine.model.config.vocab_size, engine.config.max_model_len,
-                    engine.config.num_kv_slots, ignore_unknown_fields)
+                    engine.config.max_kv_tokens, ignore_unknown_fields)
 
     async def on_startup(_app: web.Application) -> None:
         runner.start()
@@ -281,6 +281,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                              "behaviour; routers such as vllm-router add fields of their own, e.g. no_stop_trim)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=d.dtype)
+    parser.add_argument("--attention-backend", choices=["gather", "flex"], default=None,
+                        help="attention over the paged KV pool (default: flex on CUDA, gather elsewhere)")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly on CUDA")
 
 
 def engine_config_from_args(args: argparse.Namespace, **bounds: int | None) -> EngineConfig:
@@ -288,7 +291,8 @@ def engine_config_from_args(args: argparse.Namespace, **bounds: int | None) -> E
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         block_size=args.block_size, num_kv_blocks=args.num_kv_blocks, max_model_len=args.max_model_len,
         enable_chunked_prefill=not args.no_chunked_prefill, enable_prefix_caching=not args.no_prefix_caching,
-        device=args.device, dtype=args.dtype, **bounds)
+        device=args.device, dtype=args.dtype, attention_backend=args.attention_backend,
+        enable_cuda_graphs=not args.no_cuda_graphs, **bounds)
 
 
 def main(argv: list[str] | None = None) -> int:

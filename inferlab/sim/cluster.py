@@ -23,6 +23,7 @@ they are re-exported here.
 
 from __future__ import annotations
 
+import enum
 import heapq
 import math
 import random
@@ -34,7 +35,7 @@ from inferlab.policies.autoscale import AutoscalingContext, Policy
 from inferlab.policies.route import RouteContext, Router, least_outstanding
 from inferlab.policies.shape import Queued, ShapeContext, Shaper
 from inferlab.policies.spot import SpotContext, SpotPolicy
-from inferlab.sim.fleet import DRAINING, POOLS, RUNNING, STARTING, ClusterConfig, Node, SimResult, bill_nodes
+from inferlab.sim.fleet import DRAINING, POOLS, RUNNING, STARTING, ClusterConfig, Node, Pool, SimResult, bill_nodes
 from inferlab.sim.replica import Replica, SimRequest
 from inferlab.sim.steptime import StepTimeModel
 from inferlab.traces import TraceRequest
@@ -42,6 +43,15 @@ from inferlab.traces import TraceRequest
 __all__ = ["Cluster", "ClusterConfig", "SimResult", "simulate"]
 
 MAX_DRAIN_S = 7 * 24 * 3600.0  # give up when the fleet cannot finish the trace within a week
+
+
+class EventKind(enum.StrEnum):
+    """What the cluster's event heap holds, besides arrivals."""
+
+    TICK = "tick"  # a control period: autoscaler, spot policy, timeline row
+    READY = "ready"  # a replica's cold start is over
+    NOTICE = "notice"  # the spot market's interruption notice for a replica
+    INTERRUPT = "interrupt"  # the notice ran out: the spot replica is taken back
 
 
 class _PendingPrefill(Sequence[int]):
@@ -65,7 +75,7 @@ class Cluster:
     def __init__(self, step_model: StepTimeModel, config: ClusterConfig, autoscaler: Policy,
                  router: Router = least_outstanding, spot_policy: SpotPolicy | None = None,
                  shaper: Shaper | None = None) -> None:
-        self.model, self.config, self.autoscaler, self.router = step_model, config, autoscaler, router
+        self.step_model, self.config, self.autoscaler, self.router = step_model, config, autoscaler, router
         self.shaper = shaper
         self.shape_state: dict[str, Any] = {}
         self.routed_to: dict[int, int] = {}
@@ -81,14 +91,14 @@ class Cluster:
         self.target = 0
         self.policy_state: dict[str, Any] = {}
         self.route_state: dict[str, Any] = {}
-        self.num_scale_actions = self.num_preemptions = self.num_requeued = 0
+        self.num_scale_actions = self.num_spot_interruptions = self.num_requeued = 0
         self.last_up: float | None = None
         self.last_down: float | None = None
         self.timeline: list[dict[str, float]] = []
         self._seq = 0
 
     # ------------------------------------------------------------------ plumbing
-    def _push(self, time_s: float, kind: str, payload: Any = None) -> None:
+    def _push(self, time_s: float, kind: EventKind, payload: Any = None) -> None:
         self._seq += 1
         heapq.heappush(self.events, (time_s, self._seq, kind, payload))
 
@@ -107,12 +117,12 @@ class Cluster:
 
     def _launch(self, now: float, pool: str) -> None:
         node = Node(None, pool, now)  # type: ignore[arg-type]
-        node.replica = Replica(len(self.nodes), self.model, self.config.replica, now,
+        node.replica = Replica(len(self.nodes), self.step_model, self.config.replica, now,
                                lambda r, t, n=node: self._on_finish(n, r, t))
         self.nodes.append(node)
-        self._push(now + self.config.cold_start_s, "ready", node)
-        if pool == "spot":
-            self._push(now + self.rng.expovariate(1.0 / self.config.spot_mean_lifetime_s), "notice", node)
+        self._push(now + self.config.cold_start_s, EventKind.READY, node)
+        if pool == Pool.SPOT:
+            self._push(now + self.rng.expovariate(1.0 / self.config.spot_mean_lifetime_s), EventKind.NOTICE, node)
 
     # ------------------------------------------------------------------ routing
     def _advance_running(self, now: float) -> None:
@@ -213,14 +223,14 @@ class Cluster:
 
     # ------------------------------------------------------------------ scaling
     def _reconcile(self, now: float) -> None:
-        active = [n for n in self.nodes if n.state in (STARTING, RUNNING) and not n.is_preempted]
+        active = [n for n in self.nodes if n.state in (STARTING, RUNNING) and not n.is_interrupted]
         surplus = len(active) - self.target
         if surplus < 0:
-            num_spot = sum(n.pool == "spot" for n in active)
+            num_spot = sum(n.pool == Pool.SPOT for n in active)
             spot_target = self._spot_target(now, num_spot, len(active) - num_spot)
             for _ in range(-surplus):
                 want_spot = num_spot < spot_target
-                self._launch(now, "spot" if want_spot else "on_demand")
+                self._launch(now, Pool.SPOT if want_spot else Pool.ON_DEMAND)
                 num_spot += want_spot
         starting = sorted((n for n in active if n.state == STARTING), key=lambda n: -n.launch_s)
         for node in starting[:max(surplus, 0)]:
@@ -248,7 +258,7 @@ class Cluster:
         for node in self.nodes:
             if node.state == DRAINING:
                 node.replica.advance(now)
-                if node.replica.num_outstanding == 0 and not node.is_preempted:
+                if node.replica.num_outstanding == 0 and not node.is_interrupted:
                     node.stop(node.last_finish_s)
         self._advance_running(now)
         running = self._running()
@@ -285,14 +295,14 @@ class Cluster:
         self.timeline.append(row)
 
     # ------------------------------------------------------------------ events
-    def _handle(self, now: float, kind: str, node: Node) -> None:
-        if kind == "ready" and node.state == STARTING and not node.is_preempted:
+    def _handle(self, now: float, kind: EventKind, node: Node) -> None:
+        if kind == EventKind.READY and node.state == STARTING and not node.is_interrupted:
             node.state = RUNNING
             node.replica.now_s = node.sample_s = now
             self._flush_pending(now)
-        elif kind == "notice" and node.state in (STARTING, RUNNING, DRAINING) and not node.is_preempted:
-            node.is_preempted = True
-            self.num_preemptions += 1
+        elif kind == EventKind.NOTICE and node.state in (STARTING, RUNNING, DRAINING) and not node.is_interrupted:
+            node.is_interrupted = True
+            self.num_spot_interruptions += 1
             self.notice_times.append(now)
             if node.state == STARTING:
                 node.stop(now)
@@ -300,9 +310,9 @@ class Cluster:
                 node.state = DRAINING
                 self._requeue(list(node.replica.waiting), now)
                 node.replica.waiting.clear()
-                self._push(now + self.config.spot_notice_s, "preempt", node)
+                self._push(now + self.config.spot_notice_s, EventKind.INTERRUPT, node)
             self._reconcile(now)
-        elif kind == "preempt" and node.state == DRAINING:
+        elif kind == EventKind.INTERRUPT and node.state == DRAINING:
             node.replica.advance(now)
             node.stop(now)
             self._requeue(node.replica.evict_all(), now)
@@ -315,7 +325,7 @@ class Cluster:
         requests = [SimRequest(i, r.arrival_time_s, r.num_prompt_tokens, r.num_output_tokens,
                                getattr(r, "block_hashes", ()), getattr(r, "session_key", None),
                                getattr(r, "tenant", "default")) for i, r in enumerate(trace)]
-        self._push(0.0, "tick")
+        self._push(0.0, EventKind.TICK)
         index, num = 0, len(requests)
         while True:
             next_event = self.events[0][0] if self.events else math.inf
@@ -329,11 +339,11 @@ class Cluster:
             if now > horizon:
                 raise RuntimeError(f"requests still unfinished {MAX_DRAIN_S:.0f} s after the last arrival "
                                    f"({num - len(self.done)} left, {len(self._running())} replicas running)")
-            if kind == "tick":
+            if kind == EventKind.TICK:
                 self._tick(now)
                 if index == num and len(self.done) == num:
                     break
-                self._push(now + self.config.control_period_s, "tick")
+                self._push(now + self.config.control_period_s, EventKind.TICK)
             else:
                 self._handle(now, kind, payload)
         return self._result(trace)
@@ -345,7 +355,7 @@ class Cluster:
         gpu_hours, cost = bill_nodes(self.nodes, end, self.config)
         num_blocks = sum(n.replica.num_prompt_blocks for n in self.nodes)
         hit_rate = sum(n.replica.num_hit_blocks for n in self.nodes) / num_blocks if num_blocks else math.nan
-        return SimResult(records, self.timeline, gpu_hours, cost, self.num_scale_actions, self.num_preemptions,
+        return SimResult(records, self.timeline, gpu_hours, cost, self.num_scale_actions, self.num_spot_interruptions,
                          self.num_requeued, end, hit_rate, [self.routed_to.get(i, -1) for i in range(len(trace))])
 
 

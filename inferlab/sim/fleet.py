@@ -13,6 +13,7 @@ the pool's price per GPU-hour.
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -21,8 +22,24 @@ from inferlab.metrics import RequestRecord
 from inferlab.policies.autoscale import AutoscalingConfig
 from inferlab.sim.replica import Replica, ReplicaConfig
 
-STARTING, RUNNING, DRAINING, STOPPED = "starting", "running", "draining", "stopped"
-POOLS = ("on_demand", "spot")
+class NodeState(enum.StrEnum):
+    """A replica's lifecycle (string values: the timeline's column names use them)."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class Pool(enum.StrEnum):
+    """Where a replica's GPUs come from (keys of `SimResult.gpu_hours`)."""
+
+    ON_DEMAND = "on_demand"
+    SPOT = "spot"
+
+
+STARTING, RUNNING, DRAINING, STOPPED = NodeState
+POOLS = tuple(Pool)
 
 
 @dataclass(frozen=True)
@@ -61,13 +78,13 @@ class ClusterConfig:
 class Node:
     """A replica with its pool, lifecycle state and billing times."""
 
-    __slots__ = ("replica", "pool", "state", "launch_s", "stop_s", "last_finish_s", "is_preempted",
+    __slots__ = ("replica", "pool", "state", "launch_s", "stop_s", "last_finish_s", "is_interrupted",
                  "sample_s", "sample_budget_busy_s")
 
     def __init__(self, replica: Replica, pool: str, launch_s: float) -> None:
         self.replica, self.pool, self.state = replica, pool, STARTING
         self.launch_s, self.stop_s, self.last_finish_s = launch_s, math.nan, launch_s
-        self.is_preempted = False
+        self.is_interrupted = False
         self.sample_s, self.sample_budget_busy_s = launch_s, 0.0
 
     def compute_utilization(self, now: float) -> float:
@@ -92,7 +109,7 @@ class SimResult:
     gpu_hours: dict[str, float]
     cost_usd: float
     num_scale_actions: int
-    num_preemptions: int
+    num_spot_interruptions: int  # spot replicas taken back by the market (not request preemptions)
     num_requeued: int
     end_time_s: float
     prefix_hit_rate: float = math.nan  # prompt blocks found in a replica's prefix cache / prompt blocks

@@ -157,7 +157,7 @@ def run_on_trace(trace: Sequence[TraceRequest], args: argparse.Namespace, starte
         "static_peak_gpu_hours": plan.static_peak_gpu_hours,
         "cost_usd": result.cost_usd,
         "scale_actions_per_hour": result.scale_actions_per_hour,
-        "num_preemptions": result.num_preemptions,
+        "num_spot_interruptions": result.num_spot_interruptions,
         "num_requeued": result.num_requeued,
         "ttft_p99_s": summary.ttft_s["p99"],
         "tpot_p99_s": summary.tpot_s["p99"],

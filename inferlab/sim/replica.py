@@ -30,25 +30,21 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
 
+from inferlab.ints import cdiv
+from inferlab.limits import BatchLimits
 from inferlab.sim.steptime import StepTimeModel
 
 
 @dataclass(frozen=True)
-class ReplicaConfig:
-    """Scheduler limits of one replica (names follow vLLM's engine arguments)."""
+class ReplicaConfig(BatchLimits):
+    """Scheduler limits of one replica (`BatchLimits`, shared with the engine's `EngineConfig`)."""
 
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192
     num_prefix_cache_blocks: int = 0  # prefix cache (LRU of prompt blocks); 0: none
-    block_size: int = 16
 
     def __post_init__(self) -> None:
-        if self.num_prefix_cache_blocks < 0 or self.block_size < 1:
-            raise ValueError("ReplicaConfig.num_prefix_cache_blocks must be >= 0 and block_size >= 1")
-        if self.max_num_seqs < 1:
-            raise ValueError(f"ReplicaConfig.max_num_seqs must be >= 1, got {self.max_num_seqs}")
-        if self.max_num_batched_tokens < 1:
-            raise ValueError(f"ReplicaConfig.max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+        super().__post_init__()
+        if self.num_prefix_cache_blocks < 0:
+            raise ValueError("ReplicaConfig.num_prefix_cache_blocks must be >= 0")
 
 
 class SimRequest:
@@ -86,10 +82,10 @@ OnFinish = Callable[[SimRequest, float], None]
 class Replica:
     """Iteration-level model of one engine replica; see the module docstring."""
 
-    def __init__(self, replica_id: int, model: StepTimeModel, config: ReplicaConfig, start_time_s: float,
+    def __init__(self, replica_id: int, step_model: StepTimeModel, config: ReplicaConfig, start_time_s: float,
                  on_finish: OnFinish) -> None:
         self.replica_id = replica_id
-        self.model = model
+        self.step_model = step_model
         self.config = config
         self.now_s = start_time_s
         self.on_finish = on_finish
@@ -127,15 +123,15 @@ class Replica:
 
     @property
     def kv_utilization(self) -> float:
-        return self.num_kv_reserved / self.model.num_kv_tokens
+        return self.num_kv_reserved / self.step_model.num_kv_tokens
 
     # ------------------------------------------------------------------ input
     def add(self, request: SimRequest) -> None:
         """Queue a request; it runs from the first step starting at or after `now_s`."""
         need = request.num_prompt_tokens + request.num_output_tokens
-        if need > self.model.num_kv_tokens:
+        if need > self.step_model.num_kv_tokens:
             raise ValueError(f"request {request.index}: prompt + output = {need} tokens exceeds the replica's "
-                             f"KV capacity num_kv_tokens={self.model.num_kv_tokens}")
+                             f"KV capacity num_kv_tokens={self.step_model.num_kv_tokens}")
         self.waiting.append(request)
 
     def evict_all(self) -> list[SimRequest]:
@@ -152,7 +148,7 @@ class Replica:
 
     # ------------------------------------------------------------------ time
     def _admit(self) -> None:
-        cap, max_seqs = self.model.num_kv_tokens, self.config.max_num_seqs
+        cap, max_seqs = self.step_model.num_kv_tokens, self.config.max_num_seqs
         waiting, prefilling = self.waiting, self.prefilling
         while waiting and len(prefilling) + len(self.decoding) < max_seqs:
             request = waiting[0]
@@ -184,18 +180,18 @@ class Replica:
 
     def _kv_input(self) -> int:
         """The step-time model's K/V input for the next step (see the module docstring)."""
-        padding = self.model.decode_padding
+        padding = self.step_model.decode_padding
         if padding is None:
             return self.num_kv_tokens
         keys, step, group, block = self.decode_keys, self.num_decode_steps, padding.group_size, padding.block_size
         total = 0
         for start in range(0, len(keys), group):
             last = min(start + group, len(keys))
-            total += (last - start) * (-(-(keys[last - 1] + step) // block) * block)
+            total += (last - start) * (cdiv(keys[last - 1] + step, block) * block)
         return total
 
     def _finish(self, request: SimRequest, time_s: float) -> None:
-        if self.model.decode_padding is not None and request.num_output_tokens > 1:
+        if self.step_model.decode_padding is not None and request.num_output_tokens > 1:
             keys = self.decode_keys
             del keys[bisect.bisect_left(keys, request.context_key)]
         self.num_kv_reserved -= request.num_prompt_tokens + request.num_output_tokens
@@ -217,7 +213,7 @@ class Replica:
             num_prefill += chunk
             if request.num_prefilled == request.num_prompt_tokens:
                 done.append(request)
-        dt = self.model.step_s(num_prefill, num_decode, self._kv_input())
+        dt = self.step_model.step_s(num_prefill, num_decode, self._kv_input())
         self.now_s += dt
         self.busy_s += dt
         self.budget_busy_s += dt * (num_prefill + num_decode) / self.config.max_num_batched_tokens
@@ -233,7 +229,7 @@ class Replica:
             else:
                 request.finish_step = self.num_decode_steps + request.num_output_tokens - 1
                 heapq.heappush(self.decoding, (request.finish_step, request.index, request))
-                if self.model.decode_padding is not None:
+                if self.step_model.decode_padding is not None:
                     # context at decode step k: prompt + tokens so far = prompt + 1 + (k - first decode step)
                     request.context_key = request.num_prompt_tokens + 1 - self.num_decode_steps
                     bisect.insort(self.decode_keys, request.context_key)
@@ -246,7 +242,7 @@ class Replica:
 
     def advance(self, until_s: float) -> None:
         """Run every step that starts before `until_s` (math.inf: until the replica is empty)."""
-        model = self.model
+        step_model = self.step_model
         while self.now_s < until_s:
             if self.waiting:
                 self._admit()
@@ -262,8 +258,8 @@ class Replica:
             num_steps = decoding[0][0] - self.num_decode_steps
             kv = self._kv_input()
             if until_s != math.inf:
-                num_steps = model.decode_steps_until(num_decode, kv, until_s - self.now_s, num_steps)
-            dt = model.decode_run_s(num_decode, kv, num_steps)
+                num_steps = step_model.decode_steps_until(num_decode, kv, until_s - self.now_s, num_steps)
+            dt = step_model.decode_run_s(num_decode, kv, num_steps)
             self.now_s += dt
             self.busy_s += dt
             self.budget_busy_s += dt * num_decode / self.config.max_num_batched_tokens

@@ -19,7 +19,8 @@ def test_gpu_check_dry_run_passes_every_step(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     steps = [line for line in done.stdout.splitlines() if ": rc=" in line]
     names = {line.split(":")[0] for line in steps}
-    assert {"doctor", "cuda_tokens", "lab0", "bench_engine"} <= names and any(n.startswith("fidelity_") for n in names)
+    assert {"doctor", "cuda_tokens", "lab0", "bench_engine", "bench_engine_nographs", "bench_engine_gather"} <= names and any(n.startswith("fidelity_") for n in names)
     failed = [line for line in steps if ": rc=0 " not in line]
     assert not failed, "\n".join(failed) + "\n" + done.stdout
-    assert "greedy equal: direct True, engine True" in (tmp_path / "cuda_tokens.log").read_text()
+    tokens = (tmp_path / "cuda_tokens.log").read_text()
+    assert "greedy equal: direct True, engine True, every backend and graph setting True" in tokens

@@ -45,9 +45,9 @@ def test_simulator_asks_spot_policy() -> None:
     default = _run(None, spot_fraction=0.5)
     fixed = _run(make_fixed_spot_policy(0.5))
     assert default.gpu_hours == pytest.approx(fixed.gpu_hours)  # same rule, same numbers
-    assert fixed.num_preemptions > 0 and fixed.gpu_hours["spot"] > 0
+    assert fixed.num_spot_interruptions > 0 and fixed.gpu_hours["spot"] > 0
     aware = _run(notice_aware_spot_policy)
     # after notices it replaces spot by on-demand: fewer preemptions and more on-demand hours
-    assert aware.num_preemptions < fixed.num_preemptions
+    assert aware.num_spot_interruptions < fixed.num_spot_interruptions
     assert aware.gpu_hours["on_demand"] > fixed.gpu_hours["on_demand"]
     assert len(aware.records) == 3000

@@ -59,7 +59,7 @@ def test_spot_preemption_loses_nothing_and_requeues() -> None:
     trace = _trace(20, 3000, seed=3)
     config = _fleet(4, spot_fraction=1.0, spot_mean_lifetime_s=20.0, spot_notice_s=5.0, cold_start_s=10.0)
     result = simulate(trace, MODEL, config)
-    assert result.num_preemptions > 5 and result.num_requeued > 0
+    assert result.num_spot_interruptions > 5 and result.num_requeued > 0
     _check_complete(trace, result)
     assert result.gpu_hours["spot"] > 0 and result.gpu_hours["on_demand"] == 0
 

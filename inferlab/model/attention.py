@@ -1,0 +1,296 @@
+"""Attention over a paged KV pool: one step's inputs and the backends that attend through them.
+
+A step of a serving engine runs many requests at once: prefill chunks (several new tokens of
+one request) and decodes (one new token) flattened into one batch of N tokens. `StepInputs`
+describes that batch with device tensors only (token ids, positions, slot mapping, block
+tables, sequence lengths); the engine's runner builds it, `LlamaForCausalLM.forward_step`
+consumes it, and every layer hands its queries to an `AttentionBackend`:
+
+- `GatherAttention` (the reference, written to be read): decodes in groups padded to their
+  longest context, prefill chunks one by one; K/V gathered out of the pool by block table.
+- `FlexPagedAttention`: one call per layer for every chunk and decode of the step, reading
+  K/V in place from the pool with PyTorch FlexAttention and a block mask built from the
+  block tables (the pool itself is the key sequence; the mask says which slots each query
+  may see). On CUDA this is the fast path; on CPU FlexAttention runs eagerly (no compiled
+  kernel), so `default_backend` picks the gather path there (`inferlab bench engine
+  --attention-backend` measures both).
+
+Layouts: pool tensors [num_blocks, B, nkv, d]; a slot is block * B + offset; q [N, nh, d].
+Sequences are ordered decodes first (`num_decodes` of them), then prefill chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from inferlab.ints import cdiv
+
+DECODE_GROUP_SIZE = 32  # decode rows per gather-attention call; each group is padded to its longest context
+
+
+@dataclass
+class StepInputs:
+    """One step's batch, as device tensors (plus the few host integers the backends branch on).
+
+    Attributes:
+        token_ids: [N] the new tokens of every sequence, decodes first.
+        positions: [N] their positions in their sequences.
+        slot_mapping: [N] pool slot each new token's K/V is written to.
+        block_tables: [S, max_blocks] physical block of each logical block (rows padded with 0).
+        seq_lens: [S] context length of each sequence after this step (cached + new tokens).
+        query_start_loc: [S + 1] offsets of each sequence's new tokens in the flat batch.
+        logits_indices: [num_chunks] flat index of each chunk's last token, in the scheduler's order.
+        seq_lens_host, query_lens_host: the same lengths on the host (for the gather backend's shapes).
+        num_decodes: the first `num_decodes` sequences have one new token each.
+        block_size: tokens per block.
+        meta: per-step state a backend derives once and reuses in every layer.
+    """
+
+    token_ids: torch.Tensor
+    positions: torch.Tensor
+    slot_mapping: torch.Tensor
+    block_tables: torch.Tensor
+    seq_lens: torch.Tensor
+    query_start_loc: torch.Tensor
+    logits_indices: torch.Tensor
+    seq_lens_host: list[int]
+    query_lens_host: list[int]
+    num_decodes: int
+    block_size: int
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_ids.shape[0]
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.seq_lens_host)
+
+
+def decode_kv_slots(context_lens: list[int], block_size: int, group_size: int = DECODE_GROUP_SIZE) -> int:
+    """K/V slots a decode step's gather attention reads, padding included.
+
+    Sequences are sorted by context length and grouped `group_size` at a time; each group
+    reads, for every row, the blocks of its longest context. This, not the sum of context
+    lengths, is what decode attention costs in the gather backend; the simulator's replica
+    mirrors the formula (`inferlab.sim.steptime.DecodePadding`), and the tests check both against it.
+    """
+    ordered = sorted(context_lens)
+    total = 0
+    for g in range(0, len(ordered), group_size):
+        part = ordered[g:g + group_size]
+        total += len(part) * (cdiv(part[-1], block_size) * block_size)
+    return total
+
+
+def write_kv(k_pool: torch.Tensor, v_pool: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             slot_mapping: torch.Tensor) -> None:
+    """Store the new tokens' k, v [N, nkv, d] into their pool slots."""
+    k_pool.view(-1, *k_pool.shape[2:]).index_copy_(0, slot_mapping, k.to(k_pool.dtype))
+    v_pool.view(-1, *v_pool.shape[2:]).index_copy_(0, slot_mapping, v.to(v_pool.dtype))
+
+
+class AttentionBackend:
+    """Attends each new token of a step to its sequence's K/V in the pool (written already).
+
+    `prepare` runs once per step (shared work of all layers); `forward` once per layer.
+    """
+
+    name = "base"
+
+    def prepare(self, inputs: StepInputs, num_pool_blocks: int) -> None:
+        """Derive per-step metadata into `inputs.meta` (default: nothing)."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_pool: torch.Tensor,
+                v_pool: torch.Tensor, inputs: StepInputs) -> torch.Tensor:
+        """q [N, nh, d] (k, v [N, nkv, d]: the new tokens', already in the pool) -> output [N, nh, d]."""
+        raise NotImplementedError
+
+    def decode_kv_slots(self, inputs: StepInputs) -> int:
+        """K/V slots this step's decode attention reads, padding included."""
+        return sum(cdiv(n, inputs.block_size) * inputs.block_size for n in inputs.seq_lens_host[:inputs.num_decodes])
+
+
+def _gather(pool: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """Blocks `tables` [...] of a pool [num_blocks, B, nkv, d] -> [..., B*nkv*d] (index_select: ~3x
+    faster than advanced indexing on CPU)."""
+    return pool.view(pool.shape[0], -1).index_select(0, tables.reshape(-1)).view(*tables.shape, -1)
+
+
+def _causal_tail(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """GQA attention of q [nh, T, d] as the last T of k, v [nkv, S, d] (causal over them) -> [nh, T, d]."""
+    groups = q.shape[0] // k.shape[0]
+    k, v = k.repeat_interleave(groups, dim=0), v.repeat_interleave(groups, dim=0)
+    t, s = q.shape[1], k.shape[1]
+    mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class GatherAttention(AttentionBackend):
+    """The reference: K/V gathered out of the pool by block table, then plain SDPA.
+
+    Decodes are sorted by context length and taken `DECODE_GROUP_SIZE` at a time, each group
+    padded to its longest context; the query heads sharing a KV head are laid along the query
+    axis (GQA without copying K/V per query head). A prefill chunk that starts the sequence
+    attends causally to its own new K/V; one that continues reads the earlier tokens from the pool.
+    """
+
+    name = "gather"
+
+    def prepare(self, inputs: StepInputs, num_pool_blocks: int) -> None:
+        nd, bs = inputs.num_decodes, inputs.block_size
+        groups = []
+        if nd:
+            lens = inputs.seq_lens_host[:nd]
+            order = sorted(range(nd), key=lens.__getitem__)
+            dev = inputs.token_ids.device
+            order_t = torch.tensor(order, device=dev)
+            for g in range(0, nd, DECODE_GROUP_SIZE):
+                rows = order_t[g:g + DECODE_GROUP_SIZE]  # decode i is flat row i and sequence i
+                max_blocks = cdiv(lens[order[min(g + DECODE_GROUP_SIZE, nd) - 1]], bs)
+                tables = inputs.block_tables[rows, :max_blocks]
+                mask = torch.arange(max_blocks * bs, device=dev)[None, :] < inputs.seq_lens[rows][:, None]
+                groups.append((rows, tables, mask))
+        inputs.meta["gather_groups"] = groups
+
+    def decode_kv_slots(self, inputs: StepInputs) -> int:
+        return sum(mask.numel() for _, _, mask in inputs.meta["gather_groups"])
+
+    def forward(self, q, k, v, k_pool, v_pool, inputs):
+        n, nh, d = q.shape
+        nkv = k_pool.shape[2]
+        out = torch.empty_like(q)
+        for rows, tables, mask in inputs.meta["gather_groups"]:
+            b = len(rows)
+            kd = _gather(k_pool, tables).view(b, -1, nkv, d).transpose(1, 2).to(q.dtype)  # [b, nkv, S, d]
+            vd = _gather(v_pool, tables).view(b, -1, nkv, d).transpose(1, 2).to(q.dtype)
+            qd = q[rows].reshape(b, nkv, nh // nkv, d)
+            out[rows] = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask[:, None, None, :]).reshape(b, nh, d)
+        bs = inputs.block_size
+        offset = inputs.num_decodes
+        for s in range(inputs.num_decodes, inputs.num_seqs):
+            t, stop = inputs.query_lens_host[s], inputs.seq_lens_host[s]
+            qc = q[offset:offset + t].transpose(0, 1)  # [nh, t, d]
+            if t == stop:  # the whole context is this chunk: its K/V are at hand, plain causal attention
+                oc = F.scaled_dot_product_attention(qc, k[offset:offset + t].transpose(0, 1),
+                                                    v[offset:offset + t].transpose(0, 1), is_causal=True, enable_gqa=True)
+                out[offset:offset + t] = oc.transpose(0, 1)
+                offset += t
+                continue
+            table = inputs.block_tables[s, :cdiv(stop, bs)]
+            kc = _gather(k_pool, table).view(-1, nkv, d)[:stop].transpose(0, 1).to(q.dtype)  # [nkv, stop, d]
+            vc = _gather(v_pool, table).view(-1, nkv, d)[:stop].transpose(0, 1).to(q.dtype)
+            out[offset:offset + t] = _causal_tail(qc, kc, vc).transpose(0, 1)
+            offset += t
+        return out
+
+
+class FlexPagedAttention(AttentionBackend):
+    """One FlexAttention call per layer over the whole pool, masked by the block tables.
+
+    The key/value sequence is the pool itself ([1, nkv, num_blocks * B, d], a view: nothing is
+    copied); query token i of sequence s may see slot j when the block holding j sits at logical
+    index l in s's block table and l * B + j % B <= position(i). The block mask is built once
+    per step (`prepare`) at block granularity, so whole blocks outside every table are skipped
+    by the compiled kernel (on CUDA). Without compilation (CPU by default) the same mask, dense,
+    goes to SDPA over the same pool view: one call per layer, nothing gathered.
+
+    Args:
+        compile: wrap `flex_attention` in `torch.compile` (default: on CUDA only).
+    """
+
+    name = "flex"
+
+    def __init__(self, compile: bool | None = None) -> None:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        self._create_block_mask = create_block_mask
+        self._compile = compile
+        self._flex = flex_attention
+        self._compiled = None
+
+    def _use_compiled(self, device: torch.device) -> bool:
+        return self._compile if self._compile is not None else device.type == "cuda"
+
+    def _attention(self):
+        if self._compiled is None:
+            self._compiled = torch.compile(self._flex, dynamic=True)
+        return self._compiled
+
+    def prepare(self, inputs: StepInputs, num_pool_blocks: int) -> None:
+        dev, bs = inputs.token_ids.device, inputs.block_size
+        num_seqs, max_blocks = inputs.block_tables.shape
+        # physical -> logical block index, per sequence (-1: not in its table)
+        valid = torch.arange(max_blocks, device=dev)[None, :] < (inputs.seq_lens[:, None] + bs - 1) // bs
+        p2l = torch.full((num_seqs, num_pool_blocks), -1, dtype=torch.long, device=dev)
+        logical = torch.arange(max_blocks, device=dev).expand(num_seqs, -1)
+        rows = torch.arange(num_seqs, device=dev)[:, None].expand(-1, max_blocks)
+        p2l[rows[valid], inputs.block_tables[valid]] = logical[valid]
+        q_seq = torch.repeat_interleave(torch.arange(num_seqs, device=dev),
+                                        inputs.query_start_loc.diff(), output_size=inputs.num_tokens)
+        q_pos = inputs.positions
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            s = q_seq[q_idx]
+            lb = p2l[s, kv_idx // bs]
+            return (lb >= 0) & (lb * bs + kv_idx % bs <= q_pos[q_idx])
+
+        n, num_slots = inputs.num_tokens, num_pool_blocks * bs
+        if self._use_compiled(dev):
+            inputs.meta["flex_mask"] = self._create_block_mask(mask_mod, None, None, n, num_slots, device=dev,
+                                                               BLOCK_SIZE=(128, bs))
+        else:  # the same mask, dense [N, slots], for the eager path
+            kv = torch.arange(num_slots, device=dev)
+            inputs.meta["dense_mask"] = mask_mod(None, None, torch.arange(n, device=dev)[:, None], kv[None, :])
+
+    def forward(self, q, k_new, v_new, k_pool, v_pool, inputs):
+        n, nh, d = q.shape
+        nkv = k_pool.shape[2]
+        k = k_pool.view(1, -1, nkv, d).transpose(1, 2)  # [1, nkv, slots, d], a view of the pool
+        v = v_pool.view(1, -1, nkv, d).transpose(1, 2)
+        if k.dtype != q.dtype:
+            k, v = k.to(q.dtype), v.to(q.dtype)
+        if "flex_mask" in inputs.meta:
+            out = self._attention()(q.transpose(0, 1)[None], k, v, block_mask=inputs.meta["flex_mask"],
+                                    enable_gqa=nkv != nh)
+            return out[0].transpose(0, 1)
+        # eager: FlexAttention without a compiled kernel materializes the scores through vmap (~25x
+        # slower than this on CPU); SDPA over the pool with the dense mask is the same computation
+        qg = q.transpose(0, 1).reshape(nkv, nh // nkv, n, d)  # query heads sharing a KV head together
+        out = F.scaled_dot_product_attention(qg, k[0, :, None], v[0, :, None], attn_mask=inputs.meta["dense_mask"])
+        return out.reshape(nh, n, d).transpose(0, 1)
+
+
+class StaticDecodeAttention(AttentionBackend):
+    """Decode-only attention with shapes fixed by the batch size alone (safe to capture in a CUDA graph).
+
+    Every row reads all `block_tables.shape[1]` blocks of its table (padding masked by `seq_lens`),
+    and nothing depends on host values, so one captured graph serves every decode step of its batch size.
+    """
+
+    name = "static-decode"
+
+    def forward(self, q, k, v, k_pool, v_pool, inputs):
+        b, nh, d = q.shape
+        nkv = k_pool.shape[2]
+        kd = _gather(k_pool, inputs.block_tables).view(b, -1, nkv, d).transpose(1, 2).to(q.dtype)  # [b, nkv, S, d]
+        vd = _gather(v_pool, inputs.block_tables).view(b, -1, nkv, d).transpose(1, 2).to(q.dtype)
+        mask = torch.arange(kd.shape[2], device=q.device)[None, :] < inputs.seq_lens[:, None]
+        out = F.scaled_dot_product_attention(q.reshape(b, nkv, nh // nkv, d), kd, vd, attn_mask=mask[:, None, None, :])
+        return out.reshape(b, nh, d)
+
+
+BACKENDS = {"gather": GatherAttention, "flex": FlexPagedAttention}
+
+
+def make_backend(name: str | None, device: torch.device) -> AttentionBackend:
+    """The backend called `name` ("gather", "flex"), or the default for `device` when None."""
+    if name is None:
+        name = "flex" if device.type == "cuda" else "gather"
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; choose from {sorted(BACKENDS)}")
+    return BACKENDS[name]()
