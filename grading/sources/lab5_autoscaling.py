@@ -930,7 +930,7 @@ if run_demo("the tiny engine in Ray Serve, autoscaled by my_autoscaler"):
     # loop; a worker thread has none (Ray then just skips its SIGTERM handler).
     with ThreadPoolExecutor(max_workers=1) as pool:
         demo = pool.submit(run_ray_serve_demo, policy=my_autoscaler_in_ray, max_replicas=3,
-                           tail_s=pick(60.0, 45.0)).result()
+                           tail_s=pick(60.0, 20.0)).result()
     print(f"{demo.num_requests} requests, {demo.num_errors} errors, up to {demo.max_replicas} replicas, "
           f"{demo.timeline[-1][1]} at the end")
     fig, ax = plt.subplots(figsize=(8, 2.5))
