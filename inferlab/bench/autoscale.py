@@ -27,7 +27,7 @@ from inferlab.sim.main import build_parser as simulate_parser
 from inferlab.sim.main import run_on_trace
 from inferlab.trace_family import TraceSpec, evaluation_specs, generate
 
-POLICIES = ("slo", "hpa", "ray", "kpa", "static", "oracle")
+POLICIES = ("slo", "forecast", "hpa", "ray", "kpa", "static", "oracle")
 BASELINES = ("hpa", "ray")
 TARGETS = {"attainment_mean_smooth": 0.99, "attainment_mean_bursty": 0.97, "attainment_min": 0.95,
            "gpu_h_over_oracle_mean": 1.3, "gpu_h_over_oracle_max": 1.5, "actions_per_hour_mean": 6.0,
@@ -114,12 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows and os.path.exists(args.rows):
         with open(args.rows) as handle:
             for line in handle:
-                row = json.loads(line)
-                if set(policies) <= set(row["policies"]):
-                    done[row["trace"]] = row
-    tasks = [(spec, policies) for spec in specs if spec.name not in done]
+                row = json.loads(line)  # a later row of the same trace adds policies to an earlier one
+                if row["trace"] in done:
+                    row = {**row, "policies": {**done[row["trace"]]["policies"], **row["policies"]}}
+                done[row["trace"]] = row
+    # each trace runs only the policies its stored rows lack (a new policy does not re-run the others)
+    tasks = [(spec, tuple(p for p in policies if p not in done.get(spec.name, {}).get("policies", {})))
+             for spec in specs]
+    tasks = [task for task in tasks if task[1]]
     if done:
-        print(f"{len(specs) - len(tasks)} traces already in {args.rows}", flush=True)
+        print(f"{len(specs) - len(tasks)} traces complete in {args.rows}", flush=True)
 
     def keep(row: dict[str, Any]) -> dict[str, Any]:
         if args.rows:
@@ -132,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
             fresh = [keep(r) for r in tqdm(pool.imap(_run_task, tasks), total=len(tasks), desc="traces", file=sys.stderr)]
-    by_name = {**done, **{r["trace"]: r for r in fresh}}
-    results = [by_name[spec.name] for spec in specs]
+    by_name = dict(done)
+    for row in fresh:
+        stored = by_name.get(row["trace"], {}).get("policies", {})
+        by_name[row["trace"]] = {**row, "policies": {**stored, **row["policies"]}}
+    results = [{**by_name[spec.name], "policies": {p: by_name[spec.name]["policies"][p] for p in policies}}
+               for spec in specs]
     summary = summarize(results, policies)
     wall_s = time.perf_counter() - started
     for r in results:
