@@ -12,6 +12,7 @@ load one **horizon** ahead, horizon = `ctx.cold_start_s` + one control period:
 - the error band, sized to the horizon (what the load can do before a new replica is ready):
   `band="std"`: z x the load's standard deviation over the last horizon, z the normal quantile of
   `attainment_target` (0.97: z = 1.88), or `band="peak"`: the horizon's peak over the level;
+  level + band is capped at the horizon's peak (a load that falls has a wide deviation too);
 - replicas = (forecast + band) / `target_utilization`;
 - urgent scale-up: a queue longer than `urgent_waiting_per_replica` per ready replica, with no
   replica already starting, adds replicas for it at once (no hold);
@@ -116,7 +117,8 @@ def forecast_policy(ctx: Any, params: ForecastParams = FORECAST) -> tuple[int, d
     else:
         band = max(values) - level
     slope = rising_slope(window) if now - started >= horizon else 0.0
-    upper = level + slope * horizon + band
+    # a falling load widens the deviation too: the band never asks for more than the horizon's peak
+    upper = min(level + band, max(values)) + slope * horizon
     uppers = [r for r in state.get("fc_upper", []) if now - r[0] <= wait + 1e-9] + [[now, upper]]
     state["fc_upper"] = uppers
     want = upper / params.target_utilization
