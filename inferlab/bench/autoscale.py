@@ -8,7 +8,7 @@ per policy: mean and worst SLO attainment, mean and worst GPU-hours over the 5-m
 scale actions per hour, and the share of traces on which it beats HPA and Ray Serve's default
 on both attainment and GPU-hours (at least as good on both, better on one). The last line is JSON.
 
-`--quick`: one 15-minute trace per kind (the suite runs it); `--jobs N` simulates traces in parallel.
+`--quick`: one 10-minute trace per kind (the suite runs it); `--jobs N` simulates traces in parallel.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def format_table(summary: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="inferlab bench autoscale", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="one 15-minute trace per kind (the suite's form)")
+    p.add_argument("--quick", action="store_true", help="one 10-minute trace per kind (the suite's form)")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4), help="traces simulated in parallel")
     p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated subset of {','.join(POLICIES)}")
     p.add_argument("--json-out", help="also write every trace's rows here")
