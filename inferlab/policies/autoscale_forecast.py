@@ -5,8 +5,10 @@ policy_state)`, so it runs in the simulator, in Ray Serve and in a notebook (iss
 
 A replica asked for now serves only after the cold start, so the policy sizes the fleet for the
 load one **horizon** ahead, horizon = `ctx.cold_start_s` + one control period:
-- the load, in replicas: the larger of the summed compute and KV utilisations of the running
-  replicas (1.0 = one replica fully busy);
+- the load, in replicas: `signal="busy"`, the larger of the summed compute and KV utilisations of
+  the running replicas (1.0 = one replica fully busy; it saturates at the ready count), or
+  `signal="need"`, the reference policy's need (`slo_aware.need_now`: utilisation, plus replicas in
+  proportion to a queue) at the target utilisation;
 - the forecast: its mean over `level_window_s` plus its rising least-squares trend over the last
   horizon, extrapolated one horizon ahead (a falling trend is not extrapolated: scale-down waits);
 - the error band, sized to the horizon (what the load can do before a new replica is ready):
@@ -30,6 +32,7 @@ from statistics import NormalDist
 from typing import Any
 
 from inferlab.policies.autoscale import clamp, metric_values
+from inferlab.policies.slo_aware import need_now
 
 DEFAULT_CONTROL_PERIOD_S = 2.0  # the simulator's control period; measured from the calls when possible
 
@@ -41,6 +44,7 @@ class ForecastParams:
     target_utilization: float = 0.75
     attainment_target: float = 0.97
     band: str = "std"
+    signal: str = "busy"  # "busy": summed utilisation; "need": the slo policy's need (utilisation + queue)
     level_window_s: float = 30.0
     upscale_hold_s: float = 10.0
     urgent_waiting_per_replica: float = 16.0
@@ -52,6 +56,8 @@ class ForecastParams:
             raise ValueError(f"ForecastParams.target_utilization must be in (0, 1], got {self.target_utilization}")
         if not 0.5 <= self.attainment_target < 1:
             raise ValueError(f"ForecastParams.attainment_target must be in [0.5, 1), got {self.attainment_target}")
+        if self.signal not in ("busy", "need"):
+            raise ValueError(f"ForecastParams.signal must be 'busy' or 'need', got {self.signal!r}")
         if self.band not in ("std", "peak"):
             raise ValueError(f"ForecastParams.band must be 'std' or 'peak', got {self.band!r}")
         for name in ("level_window_s", "upscale_hold_s", "urgent_waiting_per_replica", "downscale_horizons"):
@@ -105,7 +111,8 @@ def forecast_policy(ctx: Any, params: ForecastParams = FORECAST) -> tuple[int, d
     wait = params.downscale_horizons * horizon
     started = state.setdefault("fc_started_s", now)
     keep = max(horizon, params.level_window_s) + 1e-9
-    rows = [r for r in state.get("fc_load", []) if now - r[0] <= keep] + [[now, load_now(ctx)]]
+    load = load_now(ctx) if params.signal == "busy" else need_now(ctx) * params.target_utilization
+    rows = [r for r in state.get("fc_load", []) if now - r[0] <= keep] + [[now, load]]
     state["fc_load"] = rows
     level_rows = [r[1] for r in rows if now - r[0] <= params.level_window_s + 1e-9]
     level = sum(level_rows) / len(level_rows)
