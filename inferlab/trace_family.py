@@ -141,9 +141,9 @@ def generate(spec: TraceSpec) -> list[TraceRequest]:
 
 def evaluation_specs(quick: bool = False) -> list[TraceSpec]:
     """The benchmark's evaluation grid: kinds x rate scales 5/10/20 x 4 seeds (24 hours); quick: one
-    15-minute trace per kind at rate scale 5 (a smoke test of the pipeline, not a verdict)."""
+    10-minute trace per kind at rate scale 5 (a smoke test of the pipeline, not a verdict)."""
     if quick:
-        return [TraceSpec(kind, 0, 5, num_minutes=15) for kind in KINDS]
+        return [TraceSpec(kind, 0, 5, num_minutes=10) for kind in KINDS]
     return [TraceSpec(kind, seed, scale) for kind in KINDS for scale in (5, 10, 20) for seed in range(4)]
 
 

@@ -494,9 +494,16 @@ for _seed, _burstiness in [(7, 1.0), (3, 0.25)]:
         _hidden_trace = lab_trace(20, seed=_seed, burstiness=_burstiness)
         _hidden_plan = oracle_plan(_hidden_trace, MODEL, SLO_)
         _hidden = evaluate(my_autoscaler, _hidden_trace, _hidden_plan)
-    _hpa = evaluate(hpa_policy, _hidden_trace, _hidden_plan)
+    # the HPA's run does not depend on the submission: memoised on disk (keyed on the trace, the model, the
+    # fleet settings of `evaluate` and the package's code), so each autograded notebook does not redo it
+    from inferlab.sim.memo import memoized as _memoized
+    _hpa_gpu_hours = _memoized("lab5_hidden_hpa_gpu_hours",
+                               lambda: evaluate(hpa_policy, _hidden_trace, _hidden_plan)["gpu_hours"],
+                               lambda v: isinstance(v, float), trace=_hidden_trace, model=MODEL,
+                               initial_replicas=_hidden_plan.schedule[0], min_replicas=1, max_replicas=32,
+                               cold_start_s=90.0)
     assert _hidden["gpu_hours_ratio"] <= 2.3, f"too many GPU-hours against the oracle (burstiness {_burstiness})"
-    assert _hidden["gpu_hours"] <= 1.35 * _hpa["gpu_hours"], f"too many GPU-hours against the HPA (burstiness {_burstiness})"
+    assert _hidden["gpu_hours"] <= 1.35 * _hpa_gpu_hours, f"too many GPU-hours against the HPA (burstiness {_burstiness})"
     assert _hidden["scale_actions_per_hour"] <= 30, f"too many scale actions per hour (burstiness {_burstiness})"
 ### END HIDDEN TESTS
 
@@ -930,7 +937,7 @@ if run_demo("the tiny engine in Ray Serve, autoscaled by my_autoscaler"):
     # loop; a worker thread has none (Ray then just skips its SIGTERM handler).
     with ThreadPoolExecutor(max_workers=1) as pool:
         demo = pool.submit(run_ray_serve_demo, policy=my_autoscaler_in_ray, max_replicas=3,
-                           tail_s=pick(60.0, 45.0)).result()
+                           tail_s=pick(60.0, 20.0)).result()
     print(f"{demo.num_requests} requests, {demo.num_errors} errors, up to {demo.max_replicas} replicas, "
           f"{demo.timeline[-1][1]} at the end")
     fig, ax = plt.subplots(figsize=(8, 2.5))

@@ -8,7 +8,7 @@ per policy: mean and worst SLO attainment, mean and worst GPU-hours over the 5-m
 scale actions per hour, and the share of traces on which it beats HPA and Ray Serve's default
 on both attainment and GPU-hours (at least as good on both, better on one). The last line is JSON.
 
-`--quick`: one 15-minute trace per kind (the suite runs it); `--jobs N` simulates traces in parallel.
+`--quick`: one 10-minute trace per kind (the suite runs it); `--jobs N` simulates traces in parallel.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def format_table(summary: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="inferlab bench autoscale", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="one 15-minute trace per kind (the suite's form)")
+    p.add_argument("--quick", action="store_true", help="one 10-minute trace per kind (the suite's form)")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4), help="traces simulated in parallel")
     p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated subset of {','.join(POLICIES)}")
     p.add_argument("--json-out", help="also write every trace's rows here")
@@ -114,12 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows and os.path.exists(args.rows):
         with open(args.rows) as handle:
             for line in handle:
-                row = json.loads(line)
-                if set(policies) <= set(row["policies"]):
-                    done[row["trace"]] = row
-    tasks = [(spec, policies) for spec in specs if spec.name not in done]
+                row = json.loads(line)  # a later row of the same trace adds policies to an earlier one
+                if row["trace"] in done:
+                    row = {**row, "policies": {**done[row["trace"]]["policies"], **row["policies"]}}
+                done[row["trace"]] = row
+    # each trace runs only the policies its stored rows lack (a new policy does not re-run the others)
+    tasks = [(spec, tuple(p for p in policies if p not in done.get(spec.name, {}).get("policies", {})))
+             for spec in specs]
+    tasks = [task for task in tasks if task[1]]
     if done:
-        print(f"{len(specs) - len(tasks)} traces already in {args.rows}", flush=True)
+        print(f"{len(specs) - len(tasks)} traces complete in {args.rows}", flush=True)
 
     def keep(row: dict[str, Any]) -> dict[str, Any]:
         if args.rows:
@@ -132,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
             fresh = [keep(r) for r in tqdm(pool.imap(_run_task, tasks), total=len(tasks), desc="traces", file=sys.stderr)]
-    by_name = {**done, **{r["trace"]: r for r in fresh}}
-    results = [by_name[spec.name] for spec in specs]
+    by_name = dict(done)
+    for row in fresh:
+        stored = by_name.get(row["trace"], {}).get("policies", {})
+        by_name[row["trace"]] = {**row, "policies": {**stored, **row["policies"]}}
+    results = [{**by_name[spec.name], "policies": {p: by_name[spec.name]["policies"][p] for p in policies}}
+               for spec in specs]
     summary = summarize(results, policies)
     wall_s = time.perf_counter() - started
     for r in results:

@@ -84,3 +84,22 @@ def test_bench_autoscale_quick_prints_every_policy(capsys):
 def test_bench_autoscale_refuses_unknown_policy(capsys):
     assert bench_autoscale.main(["--quick", "--policies", "slo,magic"]) == 2
     assert "magic" in capsys.readouterr().err
+
+
+def test_bench_autoscale_rows_resume_runs_only_missing_policies(tmp_path, capsys):
+    """A stored trace row is reused for the policies it holds; a later row of the same trace adds policies."""
+    first, second = evaluation_specs(quick=True)
+    fake = {"attainment": 0.5, "gpu_h_over_oracle": 3.0, "actions_per_hour": 7.0}
+    rows = tmp_path / "rows.jsonl"
+    stored = [{"trace": first.name, "kind": first.kind, "rate_scale": first.rate_scale, "num_requests": 1,
+               "policies": {"static": fake}},
+              {"trace": first.name, "kind": first.kind, "rate_scale": first.rate_scale, "num_requests": 1,
+               "policies": {"oracle": fake}}]
+    rows.write_text("".join(json.dumps(r) + "\n" for r in stored))
+    assert bench_autoscale.main(["--quick", "--jobs", "1", "--policies", "static,oracle", "--rows", str(rows)]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["policies"]
+    # the first trace was not re-run (its fake rows count), the second was: mean of fake and real
+    assert out["static"]["attainment_min"] == 0.5 and out["static"]["attainment_mean"] > 0.5
+    assert out["oracle"]["gpu_h_over_oracle_max"] == 3.0
+    appended = [json.loads(line) for line in rows.read_text().splitlines()[2:]]
+    assert [r["trace"] for r in appended] == [second.name]
