@@ -3,8 +3,10 @@ records, preemptions counted, and one OpenTelemetry span per request under the c
 
 import asyncio
 import json
+import time
 
 import aiohttp
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -85,7 +87,10 @@ def test_prefix_cache_and_preemptions_are_counted(tiny):
     # 10 blocks of 16 slots: three distinct 40-token prompts fit (3 blocks each), growing to 4 blocks they do not
     config = EngineConfig(max_num_seqs=4, max_num_batched_tokens=256, num_kv_blocks=10, block_size=16,
                           max_model_len=128)
-    with serve(LLMEngine(tiny, config)) as s:
+    engine = LLMEngine(tiny, config)
+    step = engine.step  # each step 20 ms or more: the four requests below arrive while the first still runs
+    engine.step = lambda: (time.sleep(0.02), step())[1]
+    with serve(engine) as s:
         prompt = list(range(1, 41))
         for _ in range(2):  # the second time, its first two full blocks come from the prefix cache
             post_all(s.base, [{"model": "tiny", "prompt": prompt, "max_tokens": 2, "ignore_eos": True}])
