@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 def free_port() -> int:
@@ -19,19 +19,21 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server_process(args: list[str], startup_timeout_s: float = 180.0) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Start `python -m inferlab serve --port P *args`; yields (base URL, process) once /health answers 200."""
+def http_process(argv: Callable[[int], list[str]], name: str,
+                 startup_timeout_s: float = 180.0) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start `argv(port)` on a free loopback port; yields (base URL, process) once its /health answers 200.
+
+    A process that exits or stays silent past `startup_timeout_s` raises, naming `name` with its log's tail."""
     port = free_port()
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: an unread pipe would fill and stall the server
-    proc = subprocess.Popen([sys.executable, "-m", "inferlab", "serve", "--port", str(port), *args],
-                            stdout=subprocess.DEVNULL, stderr=log, text=True)
+    proc = subprocess.Popen(argv(port), stdout=log, stderr=log, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + startup_timeout_s
         while True:
             if proc.poll() is not None:
                 log.seek(0)
-                raise RuntimeError(f"inferlab serve exited with {proc.returncode}: {log.read()[-2000:]}")
+                raise RuntimeError(f"{name} exited with {proc.returncode}: {log.read()[-2000:]}")
             try:
                 with urllib.request.urlopen(base + "/health", timeout=2) as r:
                     if r.status == 200:
@@ -39,7 +41,9 @@ def server_process(args: list[str], startup_timeout_s: float = 180.0) -> Iterato
             except OSError:
                 pass
             if time.monotonic() > end:
-                raise RuntimeError(f"inferlab serve did not answer /health within {startup_timeout_s:.0f} s")
+                log.seek(0)
+                raise RuntimeError(f"{name} did not answer /health within {startup_timeout_s:.0f} s: "
+                                   f"{log.read()[-2000:]}")
             time.sleep(0.2)
         yield base, proc
     finally:
@@ -50,3 +54,10 @@ def server_process(args: list[str], startup_timeout_s: float = 180.0) -> Iterato
             proc.kill()
             proc.wait(10)
         log.close()
+
+
+def server_process(args: list[str], startup_timeout_s: float = 180.0
+                   ) -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen]]:
+    """Start `python -m inferlab serve --port P *args`; yields (base URL, process) once /health answers 200."""
+    return http_process(lambda port: [sys.executable, "-m", "inferlab", "serve", "--port", str(port), *args],
+                        "inferlab serve", startup_timeout_s)

@@ -11,14 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from typing import Callable, Iterator
 
-from inferlab.bench.serverproc import free_port
+from inferlab.bench.serverproc import http_process
 from inferlab.paths import REPO_ROOT
 
 
@@ -41,34 +37,8 @@ def inferlab_route_process(urls: list[str], policy: str, seed: int = 0,
 @contextlib.contextmanager
 def router_process(argv: Callable[[int], list[str]], name: str, startup_timeout_s: float = 60.0) -> Iterator[str]:
     """The router `argv(port)` starts; yields its base URL once its /health answers 200."""
-    port = free_port()
-    log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(argv(port), stdout=log, stderr=log, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        end = time.monotonic() + startup_timeout_s
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"{name} exited with {proc.returncode}: {log.read()[-2000:]}")
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > end:
-                log.seek(0)
-                raise RuntimeError(f"{name} did not answer /health within {startup_timeout_s:.0f} s: "
-                                   f"{log.read()[-2000:]}")
-            time.sleep(0.2)
+    with http_process(argv, name, startup_timeout_s) as (base, _):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def find_vllm_router(path: str | None) -> str | None:

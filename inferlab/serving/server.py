@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Iterator
 
 from aiohttp import web
@@ -320,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     from inferlab.model import ensure_checkpoint
 
     model_dir = args.model_dir or str(ensure_checkpoint("tiny"))
+    if not (Path(model_dir) / "config.json").is_file():
+        parser.error(f"--model-dir {model_dir}: no checkpoint there (a folder with config.json and the weights; "
+                     "`inferlab model tiny` makes one)")
     try:
         admission = AdmissionConfig(max_waiting=args.max_waiting, max_waiting_tokens=args.max_waiting_tokens)
         config = engine_config_from_args(
