@@ -58,8 +58,28 @@ def _truncate(snap: MetricSnapshot, at_s: float) -> MetricSnapshot:
     return MetricSnapshot(snap.time_s[keep].copy(), {k: v[:, keep].copy() for k, v in snap.series.items()})
 
 
+class _Phases:
+    """What both tabletops share: `injects` revealed one at a time by `next_inject()`, each with the
+    metrics up to its time. A subclass has `injects`, `_next` and `_whole()` (the exercise's snapshot)."""
+
+    def _whole(self) -> MetricSnapshot:
+        raise NotImplementedError
+
+    @property
+    def num_injects(self) -> int:
+        return len(self.injects)
+
+    def next_inject(self) -> tuple[int, Inject, MetricSnapshot] | None:
+        """The next phase (its index, the inject, the snapshot up to its time), or None when over."""
+        if self._next >= self.num_injects:
+            return None
+        i, inject = self._next, self.injects[self._next]
+        self._next += 1
+        return i, inject, _truncate(self._whole(), inject.at_s)
+
+
 @dataclass
-class Tabletop:
+class Tabletop(_Phases):
     """One scripted incident; `next_inject()` reveals its phases in order.
 
     Args:
@@ -93,17 +113,8 @@ class Tabletop:
         return [Inject(float(t), texts.get(i, "Time passes; new metrics are on the dashboard."))
                 for i, t in enumerate(times)]
 
-    @property
-    def num_injects(self) -> int:
-        return len(self.injects)
-
-    def next_inject(self) -> tuple[int, Inject, MetricSnapshot] | None:
-        """The next phase (its index, the inject, the snapshot up to its time), or None when over."""
-        if self._next >= self.num_injects:
-            return None
-        i, inject = self._next, self.injects[self._next]
-        self._next += 1
-        return i, inject, _truncate(self._snap, inject.at_s)
+    def _whole(self) -> MetricSnapshot:
+        return self._snap
 
     def alert_s(self) -> float | None:
         """When the page fired over the whole exercise (grading; read it after play)."""
@@ -192,7 +203,7 @@ def live_snapshot(stack, start_s: float, end_s: float, window_s: float = 2.0) ->
 
 
 @dataclass
-class LiveTabletop:
+class LiveTabletop(_Phases):
     """A tabletop of a real chaos run: the same interface as `Tabletop` (`next_inject`, `injects`,
     `alert_s`, `fault`, `replica`, `start_s`, `duration_s`), so a player's `play_tabletop` and
     `check_log` run on it unchanged. `alerts`: each Prometheus alert's first firing (s since the
@@ -219,16 +230,8 @@ class LiveTabletop:
                  4: "Live: leadership asks for an update."}
         return [Inject(float(t), texts.get(i, "Live: new metrics are on the dashboard.")) for i, t in enumerate(times)]
 
-    @property
-    def num_injects(self) -> int:
-        return len(self.injects)
-
-    def next_inject(self) -> tuple[int, Inject, MetricSnapshot] | None:
-        if self._next >= self.num_injects:
-            return None
-        i, inject = self._next, self.injects[self._next]
-        self._next += 1
-        return i, inject, _truncate(self.snapshot, inject.at_s)
+    def _whole(self) -> MetricSnapshot:
+        return self.snapshot
 
     def alert_s(self) -> float | None:
         pages = [t for name, t in self.alerts.items() if name in PAGE_ALERTS]
