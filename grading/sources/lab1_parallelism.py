@@ -6,13 +6,14 @@
 # communication cost"* and *"Choose a parallel layout for a model on given GPUs with a cost model"*:
 # you split the same tiny Llama four ways, check every split against one device and against
 # DeepSpeed-Inference and vLLM on the same checkpoint, count the bytes each one sends, then
-# predict memory per GPU and choose TP × PP for Llama-2-70B and Llama-3-405B on real GPUs.
+# predict memory per GPU and choose TP × PP for Llama-2-70B and Llama-3-405B on real GPUs; last, TP
+# inside a node and PP across two nodes, measured against the cost model's link figures.
 #
 # | | |
 # |---|---|
 # | Prerequisites | Lab 0; `torch.distributed` collectives (all-reduce, all-to-all, send/recv); lecture deck `lectures/01_parallelism.ipynb` |
-# | Hardware tier | **CPU** (2 gloo processes); on a machine with 2+ GPUs the same code uses NCCL |
-# | Time | ~1 min in fast mode (DeepSpeed demo included, vLLM skipped), ~2 min in full mode (vLLM TP=2 start-up 25-60 s) |
+# | Hardware tier | **CPU** (2 gloo processes; section 9: 4 across two network-namespace nodes, as root); on a machine with 2+ GPUs the same code uses NCCL |
+# | Time | ~1-2 min in fast mode (DeepSpeed demo and, as root, the two-node run included; vLLM skipped), ~3 min in full mode (vLLM TP=2 start-up 25-60 s) |
 # | Hours | lecture 3 h, lab 4 h (the course: 12 h lecture, 18 h lab, 6 h portfolio, 4 h assessment; see COURSE.md) |
 # | Graded (29 points) | tensor-parallel layers (4), TP traffic and its cost (3), micro-batches and GPipe schedule (5), Ulysses all-to-all (4), MoE capacity (4), DeepSpeed AutoTP traffic (2), cost model: KV cache and memory per GPU (3), layout chooser (2), communication across nodes (2) |
 #
