@@ -155,29 +155,33 @@ def test_vtc_serves_a_light_tenant_ahead_of_a_flood(replicas) -> None:
 
 
 def test_tenant_share_keeps_a_slot_free_for_a_light_tenant(replicas) -> None:
-    """With max_tenant_share 0.5 of 2 slots the flood holds one; the light request starts at once."""
+    """With max_tenant_share 0.5 of 2 slots the flood holds one; the light request starts at once, never
+    queued behind the flood (without the share it would wait in the gate's queue for a heavy one to end)."""
     config = RouterConfig(round_robin, SHAPERS["vtc"], max_outstanding_per_replica=1, max_tenant_share=0.5)
 
     async def go(base, rt):
-        done: list[str] = []
-        in_flight: list[dict] = []
-
-        async def one(tenant, i, delay):
-            await asyncio.sleep(delay)
-            if tenant == "light":
-                in_flight.append(dict(rt.gate.num_in_flight_by_tenant))
-            status, _, _ = await _post(s, base, _completion(i, max_tokens=48), {"X-Tenant": tenant})
-            assert status == 200
-            done.append(tenant)
-
+        gate = rt.gate
         async with aiohttp.ClientSession() as s:
-            await asyncio.gather(*(one("heavy", i, 0.0) for i in range(6)), one("light", 99, 0.3))
-        return done, in_flight
+            heavy = [asyncio.create_task(_post(s, base, _completion(i, max_tokens=48), {"X-Tenant": "heavy"}))
+                     for i in range(6)]
+            end = time.monotonic() + 30
+            while sum(q.tenant == "heavy" for q, _ in gate.queue) < 3:  # the flood is queued behind its slot
+                assert time.monotonic() < end and not all(t.done() for t in heavy), "the flood never queued"
+                await asyncio.sleep(0.002)
+            at_send = dict(gate.num_in_flight_by_tenant)
+            light = asyncio.create_task(_post(s, base, _completion(99, max_tokens=48), {"X-Tenant": "light"}))
+            seen_queued = False
+            while not gate.num_in_flight_by_tenant.get("light") and not light.done():
+                seen_queued |= any(q.tenant == "light" for q, _ in gate.queue)
+                await asyncio.sleep(0.001)
+            statuses = [r[0] for r in await asyncio.gather(light, *heavy)]
+        return at_send, seen_queued, statuses
 
     with router_thread(replicas, config) as (base, rt):
-        done, in_flight = asyncio.run(go(base, rt))
-    assert in_flight[0].get("heavy") == 1, in_flight  # the flood never held both slots
-    assert done.index("light") <= 1, done  # it started beside the one heavy request in flight
+        at_send, seen_queued, statuses = asyncio.run(go(base, rt))
+    assert statuses == [200] * 7, statuses
+    assert at_send.get("heavy") == 1, at_send  # the flood never held both slots
+    assert not seen_queued, "the light tenant's request waited in the queue behind the flood"
 
 
 def test_killed_replica_is_ejected_and_unstarted_requests_are_not_lost(replicas) -> None:
