@@ -325,7 +325,10 @@ class Fleet:
             if bad:
                 raise RuntimeError("a replica failed to start: " + "; ".join(bad))
             self.base_url, self.router = self._exit.enter_context(
-                router_thread([r.url for r in first], self.router_config or RouterConfig(), health_interval_s=0.5))
+                router_thread([r.url for r in first], self.router_config or RouterConfig(), health_interval_s=0.5,
+                              # a busy CPU replica may answer /health late: only ~8 s of silence ejects it
+                              # (a refused connection still ejects at once; a dead process is replaced)
+                              health_timeout_s=2.0, max_failures=4))
             for r in first:
                 r.pool_entry = next(p for p in self.router.pool.replicas if p.url == r.url)
             self.timeline.append({"time_s": self.now(), "target": self.target, "num_starting_on_demand": 0,

@@ -347,16 +347,19 @@ def forward_headers(client_headers) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def router_thread(urls: list[str], config: RouterConfig, health_interval_s: float = 1.0) -> Iterator[tuple[str, "HttpRouter"]]:
+def router_thread(urls: list[str], config: RouterConfig, health_interval_s: float = 1.0, health_timeout_s: float = 1.0,
+                  max_failures: int = 2) -> Iterator[tuple[str, "HttpRouter"]]:
     """A router on a free loopback port in a background thread (benchmarks, tests, notebooks).
 
-    Yields (base URL, the `HttpRouter`, whose state may be read between requests).
+    Yields (base URL, the `HttpRouter`, whose state may be read between requests). The health
+    arguments are `ReplicaPool`'s.
     """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     loop = asyncio.new_event_loop()
-    app = build_app(ReplicaPool(list(urls), health_interval_s=health_interval_s), config)
+    app = build_app(ReplicaPool(list(urls), health_interval_s=health_interval_s, health_timeout_s=health_timeout_s,
+                                max_failures=max_failures), config)
     runner, ready = web.AppRunner(app), threading.Event()
 
     def run() -> None:

@@ -33,10 +33,12 @@ def busy_policy(ctx):
 
 
 def test_scales_up_under_load_and_down_after_without_losing_a_request():
-    config = FleetConfig(max_num_seqs=4, autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=2,
+    # one sequence at a time per replica and 20 requests/s of 48 tokens (960 tokens/s at batch 1): a queue
+    # builds on one replica however fast the machine, so the policy must scale up
+    config = FleetConfig(max_num_seqs=1, autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=2,
                                                                        initial_replicas=1), period_s=0.3)
     rng = np.random.default_rng(0)
-    trace = [TraceRequest(0.1 * i, 32, 48) for i in range(100)]  # 10 requests/s for 10 s: more than one replica serves
+    trace = [TraceRequest(0.05 * i, 32, 48) for i in range(100)]
     prompts = [rng.integers(1, 500, 32).tolist() for _ in trace]
     with live_fleet(busy_policy, config) as fleet:
         records, errors = asyncio.run(run_load(fleet.base_url, "tiny", trace, prompts, timeout_s=120))
