@@ -3,15 +3,11 @@
 import numpy as np
 import pytest
 
-from inferlab.cluster.netns import SUBNET, ClusterError, preflight
+from inferlab.cluster.netns import SUBNET
 
-try:
-    preflight()
-    REASON = None
-except ClusterError as err:
-    REASON = str(err)
+from .conftest import NEEDS_NAMESPACES
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=f"no network namespaces here: {REASON}")]
+pytestmark = [pytest.mark.slow, NEEDS_NAMESPACES]
 
 
 def up_then_idle_down(ctx):

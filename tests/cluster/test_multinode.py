@@ -5,17 +5,12 @@ import subprocess
 import pytest
 
 from inferlab.cluster import ClusterConfig, ClusterError, cluster_down, cluster_up, status
-from inferlab.cluster.netns import preflight
 from inferlab.cluster.torchrun import run_across_nodes
 from inferlab.model import ensure_checkpoint, generate_greedy, load_checkpoint
 
-try:
-    preflight()
-    REASON = None
-except ClusterError as err:  # not root, no iproute2, or a kernel without namespaces
-    REASON = str(err)
+from .conftest import NEEDS_NAMESPACES
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=f"no network namespaces here: {REASON}")]
+pytestmark = [pytest.mark.slow, NEEDS_NAMESPACES]
 
 
 @pytest.fixture(scope="module")

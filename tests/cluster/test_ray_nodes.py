@@ -9,15 +9,10 @@ import json
 
 import pytest
 
-from inferlab.cluster.netns import ClusterError, preflight
 
-try:
-    preflight()
-    REASON = None
-except ClusterError as err:
-    REASON = str(err)
+from .conftest import NEEDS_NAMESPACES
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=f"no network namespaces here: {REASON}")]
+pytestmark = [pytest.mark.slow, NEEDS_NAMESPACES]
 
 
 @pytest.mark.timeout(600)
