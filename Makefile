@@ -68,7 +68,7 @@ notebooks: $(STAMP)
 	$(BIN)/python grading/nbsource.py
 
 # Lecture decks: lectures/sources/*.py -> lectures/*.ipynb -> build/slides/*.slides.html (executed, reveal.js).
-# --vendor fetches reveal.js and require.js with npm (where npm is) so the slides run offline.
+# --vendor fetches reveal.js, require.js and MathJax with npm (where npm is) so the slides run offline.
 slides: install
 	$(BIN)/python lectures/build.py --vendor
 

@@ -21,11 +21,15 @@ their outputs, the figures and tables the kit's code computes, are shown).
 
 Offline: `--vendor` (what `make slides` runs) fetches reveal.js 4.0.2 (the version
 nbconvert's reveal template is written for) and require.js 2.3.6 from the npm registry with
-`npm pack` into `build/slides/`, once; the slides then load them by relative URL and show
-as a slideshow with no network. Without them (no npm, or a render elsewhere) the slides
+`npm pack` into `build/slides/`, once, with jQuery 2.2.4 (the template's scrolling of tall
+slides; its CDN's 2.0.3 is not on npm); the slides then load them by relative URL and show
+as a slideshow with no network. Still remote: the reveal theme's web fonts (system fonts
+stand in) and the template's mermaid loader (no deck draws a mermaid diagram). Without them (no npm, or a render elsewhere) the slides
 load both from CDNs. Text and figures are inside the HTML either way (figures as inline
-PNG), so a deck stays readable offline; MathJax always comes from its CDN (offline, the
-few formulas show as LaTeX source).
+PNG), so a deck stays readable offline. `--vendor` also fetches MathJax 2.7.7 (the version
+nbconvert's template configures) and keeps the part the slides use (the loader, the
+TeX-AMS_CHTML-full and Safe configs, TeX input, CommonHTML output and its TeX web fonts:
+about 5 MB of the package's 71), so the formulas render offline too.
 """
 
 from __future__ import annotations
@@ -49,8 +53,15 @@ NOTEBOOKS = REPO / "lectures"
 SLIDES = REPO / "build" / "slides"
 LOCAL_REVEAL = "reveal.js"  # folder beside the rendered slides, relative URL prefix
 LOCAL_REQUIRE = "require.js"  # file beside the rendered slides
+LOCAL_MATHJAX = "mathjax"  # folder beside the rendered slides
+LOCAL_JQUERY = "jquery.min.js"  # file beside the rendered slides (the template's tall-slide scrolling uses it)
+MATHJAX_CONFIG = "TeX-AMS_CHTML-full,Safe"  # what nbconvert's template asks its CDN for
+# The parts of the mathjax@2.7.7 package that config loads (the rest: other outputs, fonts, the unpacked copy).
+MATHJAX_PARTS = ("MathJax.js", "config/TeX-AMS_CHTML-full.js", "config/Safe.js", "extensions", "jax/input/TeX",
+                 "jax/element", "jax/output/CommonHTML", "fonts/HTML-CSS/TeX/woff", "LICENSE")
 REVEAL_CDN = "https://unpkg.com/reveal.js@4.0.2"
-NPM_PACKAGES = {LOCAL_REVEAL: "reveal.js@4.0.2", LOCAL_REQUIRE: "requirejs@2.3.6"}
+NPM_PACKAGES = {LOCAL_REVEAL: "reveal.js@4.0.2", LOCAL_REQUIRE: "requirejs@2.3.6", LOCAL_MATHJAX: "mathjax@2.7.7",
+                LOCAL_JQUERY: "jquery@2.2.4"}  # the CDN's is 2.0.3, which npm does not have
 SLIDE_TYPES = ("slide", "subslide", "fragment", "notes", "skip", "-")
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 TIMEOUT_S = 120  # per cell
@@ -151,12 +162,31 @@ def execute(deck: str) -> nbformat.NotebookNode:
 
 
 def has_local_assets(out_dir: Path) -> bool:
-    """True when reveal.js and require.js sit beside the slides (see `vendor`)."""
-    return (out_dir / LOCAL_REVEAL / "dist" / "reveal.js").is_file() and (out_dir / LOCAL_REQUIRE).is_file()
+    """True when reveal.js, require.js, jQuery and MathJax sit beside the slides (see `vendor`)."""
+    return ((out_dir / LOCAL_REVEAL / "dist" / "reveal.js").is_file() and (out_dir / LOCAL_REQUIRE).is_file()
+            and (out_dir / LOCAL_JQUERY).is_file() and all((out_dir / LOCAL_MATHJAX / part).exists() for part in MATHJAX_PARTS))
+
+
+def _install_package(package: Path, target: str, dest: Path) -> None:
+    """Copy what the slides use of an unpacked npm `package` to `dest` (`target` names which one)."""
+    single = {LOCAL_REQUIRE: "require.js", LOCAL_JQUERY: "dist/jquery.min.js"}
+    if target in single:
+        shutil.copyfile(package / single[target], dest)
+        return
+    shutil.rmtree(dest, ignore_errors=True)
+    if target == LOCAL_MATHJAX:
+        for part in MATHJAX_PARTS:
+            src = package / part
+            if not src.exists():
+                raise RuntimeError(f"the MathJax package has no {part}")
+            (dest / part).parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dest / part)
+        return
+    shutil.copytree(package, dest)
 
 
 def vendor(out_dir: Path = SLIDES) -> None:
-    """Fetch reveal.js and require.js with `npm pack` into `out_dir` (skipped when present).
+    """Fetch reveal.js, require.js, jQuery and MathJax with `npm pack` into `out_dir` (skipped when present).
 
     Raises RuntimeError naming what failed (no npm, no registry).
     """
@@ -174,20 +204,15 @@ def vendor(out_dir: Path = SLIDES) -> None:
             tgz = Path(tmp) / run.stdout.strip().splitlines()[-1]
             with tarfile.open(tgz) as tar:
                 tar.extractall(Path(tmp) / target, filter="data")
-            package = Path(tmp) / target / "package"
-            dest = out_dir / target
-            if target == LOCAL_REQUIRE:
-                shutil.copyfile(package / "require.js", dest)
-            else:
-                shutil.rmtree(dest, ignore_errors=True)
-                shutil.copytree(package, dest)
+            _install_package(Path(tmp) / target / "package", target, out_dir / target)
 
 
 def to_slides_html(nb: nbformat.NotebookNode, deck: str, local_assets: bool) -> str:
     """reveal.js slides of an executed notebook, code inputs hidden."""
     from nbconvert import SlidesExporter
 
-    urls = {"reveal_url_prefix": LOCAL_REVEAL, "require_js_url": LOCAL_REQUIRE} if local_assets else \
+    urls = {"reveal_url_prefix": LOCAL_REVEAL, "require_js_url": LOCAL_REQUIRE,
+            "mathjax_url": f"{LOCAL_MATHJAX}/MathJax.js?config={MATHJAX_CONFIG}", "jquery_url": LOCAL_JQUERY} if local_assets else \
         {"reveal_url_prefix": REVEAL_CDN}
     exporter = SlidesExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
                               reveal_number="c/t", reveal_scroll=True, **urls)
@@ -221,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="kernels run at a time (default: 2, or 1 on one core)")
     parser.add_argument("--vendor", action="store_true",
-                        help="first fetch reveal.js and require.js with npm into the output folder (offline slides)")
+                        help="first fetch reveal.js, require.js and MathJax with npm into the output folder (offline slides)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.decks) - set(decks()))
     if unknown:
@@ -240,10 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             vendor(args.out_dir)
         except (RuntimeError, OSError, subprocess.SubprocessError) as err:
-            print(f"note: could not fetch reveal.js and require.js ({err})")
+            print(f"note: could not fetch reveal.js, require.js and MathJax ({err})")
     if not has_local_assets(args.out_dir):
-        print(f"note: no {args.out_dir / LOCAL_REVEAL} and {args.out_dir / LOCAL_REQUIRE}: the slides load them "
-              "from CDNs (text and figures are in the HTML; the slideshow layout needs the network)")
+        print(f"note: no {args.out_dir / LOCAL_REVEAL}, {args.out_dir / LOCAL_REQUIRE} and "
+              f"{args.out_dir / LOCAL_MATHJAX}: the slides load them from CDNs (text and figures are in the HTML; "
+              "the slideshow layout and the formulas need the network)")
     start = time.perf_counter()
     names = args.decks or decks()
     for path, _ in render_all(names, args.out_dir, args.jobs).values():

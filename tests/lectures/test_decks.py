@@ -160,3 +160,43 @@ def test_a_failing_cell_fails_the_render_naming_it(tmp_path, monkeypatch):
     with pytest.raises(Exception, match="figure data missing"):
         build.render("zz", tmp_path / "out")
     assert not (tmp_path / "out" / "zz.slides.html").exists()
+
+
+def _fake_vendored(out: Path) -> None:
+    """The files `has_local_assets` looks for, as `vendor` would leave them (empty)."""
+    for rel in ("reveal.js/dist/reveal.js", build.LOCAL_REQUIRE, build.LOCAL_JQUERY):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text("")
+    for part in build.MATHJAX_PARTS:
+        path = out / build.LOCAL_MATHJAX / part
+        if "." in path.name:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def test_vendored_assets_replace_the_cdns(rendered, tmp_path):
+    deck = DECKS[0]
+    _, nb = rendered[deck]
+    assert not build.has_local_assets(tmp_path)
+    online = build.to_slides_html(nb, deck, local_assets=False)
+    assert "cdnjs.cloudflare.com/ajax/libs/mathjax" in online
+    _fake_vendored(tmp_path)
+    assert build.has_local_assets(tmp_path)
+    html = build.to_slides_html(nb, deck, local_assets=True)
+    for local in (f'src="{build.LOCAL_MATHJAX}/MathJax.js?config={build.MATHJAX_CONFIG}"',
+                  f'src="{build.LOCAL_JQUERY}"', f'"{build.LOCAL_REQUIRE}"'):
+        assert local in html, f"{local} not in the offline slides"
+    for cdn in ("ajax/libs/mathjax", "ajax/libs/jquery", "unpkg.com/reveal.js"):
+        assert cdn not in html, f"the offline slides still load {cdn}"
+    (tmp_path / build.LOCAL_MATHJAX / "jax" / "output" / "CommonHTML").rmdir()
+    assert not build.has_local_assets(tmp_path), "a missing MathJax part went unnoticed"
+
+
+def test_a_mathjax_package_without_a_part_is_named(tmp_path):
+    package = tmp_path / "package"
+    package.mkdir()
+    (package / "MathJax.js").write_text("")
+    with pytest.raises(RuntimeError, match="config/TeX-AMS_CHTML-full.js"):
+        build._install_package(package, build.LOCAL_MATHJAX, tmp_path / "out")
