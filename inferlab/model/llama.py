@@ -266,7 +266,7 @@ class LlamaForCausalLM(nn.Module):
 
         Args:
             inputs: the step's flat batch (prefill chunks and decodes), device tensors.
-            k_pools, v_pools: per layer, the pool's K and V blocks [num_blocks, B, nkv, d]; the new
+            k_pools, v_pools: per layer, the pool's K and V blocks [nkv, num_blocks, B, d]; the new
                 tokens' K/V are written into them.
             backend: the attention backend (its `prepare` must have run for `inputs`).
         Returns:
