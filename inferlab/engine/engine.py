@@ -247,7 +247,7 @@ class LLMEngine:
 
     def _record(self, start: float, now: float, plan: SchedulerOutput) -> None:
         running = [r for r in self.requests.values() if r.status is RequestStatus.RUNNING]
-        blocks = {b for r in running for b in r.block_table}
+        blocks = set().union(*(r.block_table for r in running))
         decode = sum(1 for c in plan.chunks if c.is_decode)
         self.step_records.append(StepRecord(
             start_time_s=start, step_time_s=now - start,
@@ -295,11 +295,12 @@ def _describe(exc: BaseException) -> str:
 
 def _num_stored_tokens(running: list[Request], block_size: int) -> int:
     """Distinct K/V slots filled across running requests (a shared prefix block counts once)."""
-    filled: dict[int, int] = {}
+    full: set[int] = set()  # blocks some request has filled (set.update over slices: no per-block Python)
+    partial: dict[int, int] = {}  # the last, partly filled block of each request
     for req in running:
-        for i, block in enumerate(req.block_table):
-            n = min(block_size, req.num_computed_tokens - i * block_size)
-            if n <= 0:
-                break
-            filled[block] = max(filled.get(block, 0), n)
-    return sum(filled.values())
+        num_full, rest = divmod(req.num_computed_tokens, block_size)
+        full.update(req.block_table[:num_full])
+        if rest and num_full < len(req.block_table):
+            block = req.block_table[num_full]
+            partial[block] = max(partial.get(block, 0), rest)
+    return len(full) * block_size + sum(n for b, n in partial.items() if b not in full)
