@@ -136,46 +136,18 @@ def fused_weight(owner: nn.Module, linears: tuple[nn.Linear, ...]) -> torch.Tens
     anything replaced them (`.to()`, a state dict assigned, sharding) the stack is built anew.
     Parameters stay leaves: only the inference path (`forward_paged`) uses the stack.
     """
-    return _fused(owner, linears)[0]
-
-
-def step_linear(x: torch.Tensor, owner: nn.Module, linears: tuple[nn.Linear, ...]) -> torch.Tensor:
-    """x @ the `linears`' stacked weight (`fused_weight`).T: the serving step's matmuls.
-
-    On CPU in fp32 the weight is also kept pre-packed for oneDNN (what vLLM's CPU backend does), repacked
-    whenever the weights change (in place included: the parameters' version counter is part of the key).
-    """
-    stack, packed = _fused(owner, linears, pack=x.device.type == "cpu" and x.dtype == torch.float32)
-    if packed is None:
-        return F.linear(x, stack)
-    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [None], "")
-
-
-_CAN_PACK = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-
-
-def _fused(owner: nn.Module, linears: tuple[nn.Linear, ...], pack: bool = False):
     ws = [lin.weight for lin in linears]
-    key = (tuple(w.data_ptr() for w in ws), ws[0].device, ws[0].dtype)
     cached = owner.__dict__.get("_fused")
-    if cached is None or cached[1] != key:
-        with torch.inference_mode(False), torch.no_grad():
-            stack = torch.cat([w.detach() for w in ws]) if len(ws) > 1 else ws[0].detach()
-            row = 0
-            for w in ws:
-                w.data = stack[row:row + w.shape[0]]
-                row += w.shape[0]
-        key = (tuple(w.data_ptr() for w in ws), ws[0].device, ws[0].dtype)
-        cached = owner.__dict__["_fused"] = [stack, key, None, None]  # stack, key, packed, versions packed
-    stack = cached[0]
-    if not (pack and _CAN_PACK):
-        return stack, None
-    versions = tuple(w._version for w in ws)  # bumped by any in-place write (load_state_dict's copy_)
-    if cached[3] != versions:
-        with torch.inference_mode(False), torch.no_grad():
-            cached[2] = torch.ops.mkldnn._reorder_linear_weight(stack, None)
-        cached[3] = versions
-    return stack, cached[2]
+    if cached is not None and cached[1] == tuple(w.data_ptr() for w in ws) and cached[0].device == ws[0].device:
+        return cached[0]
+    with torch.inference_mode(False), torch.no_grad():
+        stack = torch.cat([w.detach() for w in ws])
+        row = 0
+        for w in ws:
+            w.data = stack[row:row + w.shape[0]]
+            row += w.shape[0]
+    owner.__dict__["_fused"] = (stack, tuple(w.data_ptr() for w in ws))
+    return stack
 
 
 class Attention(nn.Module):
@@ -211,12 +183,12 @@ class Attention(nn.Module):
         q, k and v (`fused_weight`), RoPE on q and k at once, the new K/V written to their slots
         (`inputs.slot_mapping`), then `backend` attends each token to its own sequence."""
         n, nh, nkv, d = x.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
-        qkv = step_linear(x, self, (self.q_proj, self.k_proj, self.v_proj)).view(n, nh + 2 * nkv, d)
+        qkv = F.linear(x, fused_weight(self, (self.q_proj, self.k_proj, self.v_proj))).view(n, nh + 2 * nkv, d)
         qk = apply_rope(qkv[:, :nh + nkv], cos, sin)  # [N, nh + nkv, d]
         q, k, v = qk[:, :nh], qk[:, nh:], qkv[:, nh + nkv:]
         write_kv(k_pool, v_pool, k, v, inputs.slot_mapping)
         out = backend.forward(q, k, v, k_pool, v_pool, inputs)  # [N, nh, d]
-        return step_linear(out.reshape(n, nh * d), self.o_proj, (self.o_proj,))
+        return self.o_proj(out.reshape(n, nh * d))
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -248,8 +220,8 @@ class MLP(nn.Module):
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         """The same with gate and up as one matmul (`fused_weight`; the serving step's path)."""
-        gate, up = step_linear(x, self, (self.gate_proj, self.up_proj)).chunk(2, dim=-1)
-        return step_linear(F.silu(gate) * up, self.down_proj, (self.down_proj,))
+        gate, up = F.linear(x, fused_weight(self, (self.gate_proj, self.up_proj))).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -339,7 +311,7 @@ class LlamaForCausalLM(nn.Module):
             x = x + layer.self_attn.forward_paged(layer.input_layernorm(x), cos, sin, k_pool, v_pool, inputs, backend)
             x = x + layer.mlp.forward_fused(layer.post_attention_layernorm(x))
         h = self.model.norm(x[inputs.logits_indices])
-        return step_linear(h, self.lm_head, (self.lm_head,)).float()
+        return self.lm_head(h).float()
 
 
 def init_weights(model: LlamaForCausalLM, seed: int) -> None:

@@ -108,18 +108,3 @@ def test_fused_projections_share_the_checkpoint_weights(tmp_path, checkpoint):
     save_checkpoint(model, tmp_path / "ck")  # shared storage must not break safetensors
     saved = load_file(str(tmp_path / "ck" / "model.safetensors"))
     assert torch.equal(saved["model.layers.0.self_attn.v_proj.weight"], attn.v_proj.weight.float())
-
-
-def test_step_linear_follows_weights_written_in_place(checkpoint):
-    """The pre-packed CPU weights of the serving step are repacked after an in-place write."""
-    from inferlab.model.llama import step_linear
-
-    model = load_checkpoint(checkpoint, device="cpu")
-    mlp = model.model.layers[0].mlp
-    x = torch.randn(5, model.config.hidden_size)
-    expect = torch.cat((mlp.gate_proj(x), mlp.up_proj(x)), dim=-1)
-    assert torch.allclose(step_linear(x, mlp, (mlp.gate_proj, mlp.up_proj)), expect, atol=1e-4)
-    with torch.no_grad():
-        mlp.up_proj.weight.mul_(-1.0)
-    expect = torch.cat((mlp.gate_proj(x), mlp.up_proj(x)), dim=-1)
-    assert torch.allclose(step_linear(x, mlp, (mlp.gate_proj, mlp.up_proj)), expect, atol=1e-4)
