@@ -6,7 +6,7 @@ batches of Azure-conversation-shaped requests of several sizes, so its per-step 
 heavy steps, and writes them as JSON. `inferlab.sim.steptime.load_profile` fits the
 simulator's linear step-time model to that file.
 
-Profile format: {"model", "device", "num_threads", "num_kv_tokens", "max_num_seqs",
+Profile format: {"model", "device", "num_threads", "max_kv_tokens", "max_num_seqs",
 "max_num_batched_tokens", "block_size", "decode_group_size", "fit": {coefficients},
 "steps": [{num_prefill_tokens, num_decode_seqs, num_kv_tokens, num_decode_kv_slots,
 step_time_s}, ...]}, where step_time_s is the step's period (`profile_steps`).
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     roof = fitted.roofs[0]
     data = {"model": args.preset, "device": str(next(model.parameters()).device), "num_threads": args.threads,
-            "num_kv_tokens": config.max_kv_tokens, "max_num_seqs": config.max_num_seqs,
+            "max_kv_tokens": config.max_kv_tokens, "max_num_seqs": config.max_num_seqs,
             "max_num_batched_tokens": config.max_num_batched_tokens, "block_size": config.block_size,
             "decode_group_size": DECODE_GROUP_SIZE,
             "fit": vars(roof) | report, "steps": steps}

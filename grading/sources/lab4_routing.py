@@ -364,7 +364,7 @@ _fair_fleet = fleet(2, max_num_seqs=4, max_ongoing_requests=4)
 
 
 def _light_p99(shaper):
-    res = simulate(_tr, StepTimeModel((Roof(const_s=0.01, s_per_prefill_token=1e-4),), num_kv_tokens=10 ** 6),
+    res = simulate(_tr, StepTimeModel((Roof(const_s=0.01, s_per_prefill_token=1e-4),), max_kv_tokens=10 ** 6),
                    _fair_fleet, shaper=shaper)
     return np.percentile([ttft_s(r) for r, t in zip(res.records, _tr) if t.tenant == "light"], 99)
 

@@ -197,7 +197,7 @@ def queue_sim_wait_s(arrivals_s, num_servers: int, seed: int = 0) -> float:
     config = ClusterConfig(autoscaling=AutoscalingConfig(min_replicas=num_servers, max_replicas=num_servers,
                                                          initial_replicas=num_servers),
                            replica=ReplicaConfig(max_num_seqs=1), max_ongoing_requests=1, cold_start_s=0)
-    records = simulate(trace, StepTimeModel((Roof(STEP_S),), num_kv_tokens=100_000), config).records
+    records = simulate(trace, StepTimeModel((Roof(STEP_S),), max_kv_tokens=100_000), config).records
     return float(np.mean([ttft_s(r) for r in records])) - STEP_S  # the first token comes one step after service starts
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 import json
+import os
 import sys
 import time
 
@@ -66,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-vllm", action="store_true")
     parser.add_argument("--no-static", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads; the engine and vLLM are then pinned to the same that many cores "
+                             "(default: torch's choice, vLLM's own binding, no pinning)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="with --threads: leave both unpinned (vLLM binds its worker to one core and runs its "
+                             "scheduler process beside it on another)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of all variants, alternated; medians and spreads over rounds (default 3)")
     parser.add_argument("--engine-backends", default=None,
@@ -84,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     max_prompt = args.max_prompt_tokens or (384 if args.quick else 768)
     max_output = args.max_output_tokens or (128 if args.quick else 255)
     config = engine_config_from_args(args)
+    cpus = None
     if args.threads:
         torch.set_num_threads(args.threads)
+        allowed = sorted(os.sched_getaffinity(0))
+        if not args.no_pin and len(allowed) >= args.threads:
+            cpus = allowed[-args.threads:]  # the same cores for every variant: vLLM's processes and this one
+            os.sched_setaffinity(0, cpus)
     if max_prompt + max_output > config.max_model_len:
         parser.error(f"max prompt + output ({max_prompt + max_output}) exceeds --max-model-len {config.max_model_len}")
     rng = np.random.default_rng(args.seed)
@@ -100,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     device = str(model.device)
     print(f"workload: {n} requests, prompt p50 {np.median([len(p) for p in prompts]):.0f} "
           f"max {max(len(p) for p in prompts)}, output p50 {np.median(max_tokens):.0f} max {max(max_tokens)} tokens; "
-          f"device {device}, torch threads {torch.get_num_threads()}", flush=True)
+          f"device {device}, torch threads {torch.get_num_threads()}, "
+          f"cores {'unpinned' if cpus is None else cpus} (engine and vLLM)", flush=True)
 
     warm = LLMEngine(model, config)  # first-call overheads (allocator, kernels) out of the timing
     warm.generate(prompts[:8], [SamplingParams(max_tokens=4, ignore_eos=True)] * 8)
@@ -112,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         from inferlab.bench.vllm_offline import VllmRounds
 
         print("vllm: starting (subprocess, kept for all rounds) ...", flush=True)
-        vllm = VllmRounds(model_dir, prompts, max_tokens, config.max_model_len, build_dir() / "bench")
+        vllm = VllmRounds(model_dir, prompts, max_tokens, config.max_model_len, build_dir() / "bench", cpus=cpus)
         vllm_start = vllm.start()
     variants = (["static"] if not args.no_static else []) + list(engines) + (["vllm"] if vllm else [])
     rounds: list[dict] = []
@@ -197,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         "kv_utilization": util, "kv_utilization_contiguous": util_contig,
         "ttft_p50_s": eng.ttft_s["p50"], "ttft_p99_s": eng.ttft_s["p99"],
         "tpot_p50_s": eng.tpot_s["p50"], "tpot_p99_s": eng.tpot_s["p99"],
-        "device": device, "attention_backend": engine.runner.backend.name,
+        "device": device, "threads": torch.get_num_threads(), "cores": cpus,
+        "attention_backend": engine.runner.backend.name,
         "cuda_graphs": engine.runner.graphs is not None, "num_requests": n, "num_output_tokens": sum(max_tokens),
         "num_prompt_tokens": sum(len(p) for p in prompts), "engine_steps": len(engine.step_records),
         "num_preemptions": sum(s.num_preempted for s in engine.step_records),

@@ -54,7 +54,7 @@ PREFIX_POLICIES = ("least-outstanding", "prefix-aware", "prefix-load", "prefix-c
 REAL_POLICIES = ("round-robin", "power-of-two", "least-outstanding", "prefix-aware", "prefix-load", "prefix-cost")
 # a prefill-heavy replica (seconds): prompt tokens dominate, as in a long-context chat fleet
 PREFIX_MODEL = StepTimeModel((Roof(const_s=0.004, s_per_prefill_token=1e-4, s_per_decode_seq=2e-4),),
-                             num_kv_tokens=10 ** 6, name="prefill-heavy")
+                             max_kv_tokens=10 ** 6, name="prefill-heavy")
 
 
 def fleet(num_replicas: int, control_period_s: float = 1e4, **kwargs) -> ClusterConfig:
@@ -77,7 +77,7 @@ def supermarket_trace(num_replicas: int, load: float, num_requests: int, seed: i
 
 def supermarket_model(mean_service_steps: int = 50) -> StepTimeModel:
     """Every step takes 1/mean_service_steps s, so a request's service time is its token count / that."""
-    return StepTimeModel((Roof(const_s=1.0 / mean_service_steps),), num_kv_tokens=10 ** 7, name="supermarket")
+    return StepTimeModel((Roof(const_s=1.0 / mean_service_steps),), max_kv_tokens=10 ** 7, name="supermarket")
 
 
 def _p(values, q) -> float:
@@ -138,7 +138,7 @@ def sim_fairness(seed: int, num_light: int = 60) -> dict:
     prompt, output = LengthDist(100, 400, max_tokens=1000), LengthDist(20, 80, max_tokens=200)
     trace = multi_tenant_workload({"light": 4.0, "heavy": 40.0}, {"light": num_light, "heavy": 10 * num_light},
                                   prompt, output, rng)
-    model = StepTimeModel((Roof(const_s=0.01, s_per_prefill_token=1e-4),), num_kv_tokens=10 ** 6)
+    model = StepTimeModel((Roof(const_s=0.01, s_per_prefill_token=1e-4),), max_kv_tokens=10 ** 6)
     cfg = fleet(2, max_num_seqs=8, max_ongoing_requests=8)
     light = [r for r in trace if r.tenant == "light"]
     solo = _p([ttft_s(r) for r in simulate(light, model, cfg).records], 99)

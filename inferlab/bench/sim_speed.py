@@ -29,12 +29,12 @@ def calibrated_like(model: StepTimeModel, seed: int = 0) -> StepTimeModel:
     steps = []
     for _ in range(400):
         p, d = int(rng.integers(0, 4096)), int(rng.integers(0, 128))
-        kv = int(rng.integers(0, model.num_kv_tokens // 2))
+        kv = int(rng.integers(0, model.max_kv_tokens // 2))
         if p + d == 0:
             d = 1
         steps.append({"num_prefill_tokens": p, "num_decode_seqs": d, "num_kv_tokens": kv,
                       "step_time_s": model.step_s(p, d, kv)})
-    return fit_linear(steps, model.num_kv_tokens, name="calibrated(fit to roofline)")
+    return fit_linear(steps, model.max_kv_tokens, name="calibrated(fit to roofline)")
 
 
 def main(argv: list[str] | None = None) -> int:

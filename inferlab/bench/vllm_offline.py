@@ -42,28 +42,41 @@ def run_vllm_offline(model_dir: str | Path, prompts: list[list[int]], max_tokens
     return json.loads(lines[-1])
 
 
+def pinned_env(env: dict[str, str], cpus: list[int]) -> dict[str, str]:
+    """`env` for a vLLM CPU process confined to `cpus`: its worker's OpenMP threads bound there, no core
+    reserved for its scheduler process (by default vLLM binds one OpenMP thread per core it may use and
+    leaves one core to the scheduler process, which then runs beside the worker: 2 cores on a 2-core box)."""
+    return env | {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cpus)), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
 class VllmRounds:
     """A vLLM process kept alive across benchmark rounds (start-up paid once, none of it timed).
 
     `start()` -> {"startup_s", ...} or {"error"}; each `run()` -> one round's result or {"error"}; `close()`.
+    `cpus`: confine vLLM's processes (scheduler and worker) to these cores (None: vLLM's own binding).
     """
 
     def __init__(self, model_dir: str | Path, prompts: list[list[int]], max_tokens: list[int], max_model_len: int,
-                 workdir: Path) -> None:
+                 workdir: Path, cpus: list[int] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.spec = workdir / "vllm_workload.json"
         self.spec.write_text(json.dumps({"prompts": prompts, "max_tokens": max_tokens, "max_model_len": max_model_len}))
         self.model_dir, self.proc, self.error = str(model_dir), None, None
         self.log = workdir / "vllm_rounds.log"
+        self.cpus = cpus
 
     def start(self) -> dict:
         env = dict(os.environ)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        cpus = self.cpus
+        if cpus:
+            env = pinned_env(env, cpus)
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "inferlab.bench.vllm_offline", self.model_dir,
                                           str(self.spec), "--rounds"], env=env, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True)
+                                         stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True,
+                                         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         except OSError as exc:
             self.error = f"could not start vLLM: {exc}"
             return {"error": self.error}

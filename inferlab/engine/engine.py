@@ -160,6 +160,7 @@ class LLMEngine:
             return outputs
         self._num_idle_steps = 0
         _record_events(plan, start)
+        num_decodes = sum(c.is_decode for c in plan.chunks)  # before the step advances num_computed_tokens
         try:
             logits = self.runner.execute(plan.chunks)
         except Exception as exc:  # a failed step fails its requests, not the engine
@@ -184,7 +185,7 @@ class LLMEngine:
             if not chunk.request.is_finished:
                 self.allocator.cache_blocks(chunk.request.all_token_ids, chunk.request.block_table,
                                             chunk.request.num_computed_tokens)
-        self._record(start, now, plan)
+        self._record(start, now, plan, num_decodes)
         return outputs
 
     def _sample(self, logits, requests: list[Request]) -> list[int | Exception]:
@@ -245,14 +246,12 @@ class LLMEngine:
                 req.error = f"on_token callback failed: {_describe(exc)}"
             return False
 
-    def _record(self, start: float, now: float, plan: SchedulerOutput) -> None:
+    def _record(self, start: float, now: float, plan: SchedulerOutput, num_decodes: int) -> None:
         running = [r for r in self.requests.values() if r.status is RequestStatus.RUNNING]
-        blocks = {b for r in running for b in r.block_table}
-        decode = sum(1 for c in plan.chunks if c.is_decode)
+        blocks = set().union(*(r.block_table for r in running))
         self.step_records.append(StepRecord(
             start_time_s=start, step_time_s=now - start,
-            num_prefill_tokens=sum(c.num_tokens for c in plan.chunks if not c.is_decode),
-            num_prefill_seqs=len(plan.chunks) - decode, num_decode_seqs=decode,
+            num_prefill_tokens=plan.num_tokens - num_decodes, num_decode_seqs=num_decodes,
             num_kv_tokens=_num_stored_tokens(running, self.config.block_size), num_kv_blocks_used=len(blocks),
             num_running_seqs=len(running), num_preempted=len(plan.preempted),
             num_decode_kv_slots=self.runner.last_decode_kv_slots))
@@ -295,11 +294,12 @@ def _describe(exc: BaseException) -> str:
 
 def _num_stored_tokens(running: list[Request], block_size: int) -> int:
     """Distinct K/V slots filled across running requests (a shared prefix block counts once)."""
-    filled: dict[int, int] = {}
+    full: set[int] = set()  # blocks some request has filled (set.update over slices: no per-block Python)
+    partial: dict[int, int] = {}  # the last, partly filled block of each request
     for req in running:
-        for i, block in enumerate(req.block_table):
-            n = min(block_size, req.num_computed_tokens - i * block_size)
-            if n <= 0:
-                break
-            filled[block] = max(filled.get(block, 0), n)
-    return sum(filled.values())
+        num_full, rest = divmod(req.num_computed_tokens, block_size)
+        full.update(req.block_table[:num_full])
+        if rest and num_full < len(req.block_table):
+            block = req.block_table[num_full]
+            partial[block] = max(partial.get(block, 0), rest)
+    return len(full) * block_size + sum(n for b, n in partial.items() if b not in full)

@@ -40,7 +40,6 @@ class StepRecord:
     start_time_s: float
     step_time_s: float
     num_prefill_tokens: int
-    num_prefill_seqs: int
     num_decode_seqs: int
     num_kv_tokens: int
     num_kv_blocks_used: int

@@ -129,7 +129,7 @@ class ContinuousBatchingScheduler(Scheduler):
         for req in list(self.running):
             if budget == 0:
                 break
-            if req not in self.running or req.num_tokens - req.num_computed_tokens != 1:
+            if req not in self.running or not _decode(req):
                 continue
             while not self.allocator.append_slots(req.block_table, req.num_tokens):
                 victim = self.running[-1]
@@ -140,9 +140,10 @@ class ContinuousBatchingScheduler(Scheduler):
                 out.chunks.append(ScheduledChunk(req, 1))
                 budget -= 1
         # 2. running requests still in prefill (chunked): the rest of their prompt, as the budget allows
+        #    (its slots were allocated at admission)
         for req in self.running:
             remaining = req.num_tokens - req.num_computed_tokens
-            if remaining > 1 and budget > 0:
+            if remaining and budget > 0 and not _decode(req):
                 n = min(remaining, budget)
                 out.chunks.append(ScheduledChunk(req, n))
                 budget -= n
@@ -164,3 +165,8 @@ class ContinuousBatchingScheduler(Scheduler):
             out.chunks.append(ScheduledChunk(req, n))
             budget -= n
         return out
+
+
+def _decode(req: Request) -> bool:
+    """The request's next chunk is a decode (`ScheduledChunk.is_decode`, the one definition)."""
+    return req.num_tokens - req.num_computed_tokens == 1 and ScheduledChunk(req, 1).is_decode

@@ -50,7 +50,9 @@ def save_checkpoint(model: LlamaForCausalLM, directory: str | Path) -> Path:
     (directory / "config.json").write_text(json.dumps(hf_config(cfg), indent=2))
     generation = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id, "do_sample": False}
     (directory / "generation_config.json").write_text(json.dumps(generation, indent=2))
-    tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in model.state_dict().items()}
+    # clone: the serving step's fused projections make q/k/v (gate/up) views of one tensor, which safetensors refuses
+    tensors = {name: t.detach().to("cpu", torch.float32).clone(memory_format=torch.contiguous_format)
+               for name, t in model.state_dict().items()}
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
     save_tokenizer(directory)
     return directory

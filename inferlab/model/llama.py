@@ -126,6 +126,30 @@ class KVCache:
         return k, v
 
 
+def fused_weight(owner: nn.Module, linears: tuple[nn.Linear, ...]) -> torch.Tensor:
+    """One weight [sum of out_features, in_features] stacking the `linears`' weights, for one matmul in
+    place of several (the serving step's q/k/v and gate/up projections).
+
+    The first call concatenates the weights and re-points each linear's parameter to its rows of
+    the stack (a view: no second copy, the checkpoint names unchanged, loading new weights in place
+    updates both). Later calls return the stack while the parameters still are those views; after
+    anything replaced them (`.to()`, a state dict assigned, sharding) the stack is built anew.
+    Parameters stay leaves: only the inference path (`forward_paged`) uses the stack.
+    """
+    ws = [lin.weight for lin in linears]
+    cached = owner.__dict__.get("_fused")
+    if cached is not None and cached[1] == tuple(w.data_ptr() for w in ws) and cached[0].device == ws[0].device:
+        return cached[0]
+    with torch.inference_mode(False), torch.no_grad():
+        stack = torch.cat([w.detach() for w in ws])
+        row = 0
+        for w in ws:
+            w.data = stack[row:row + w.shape[0]]
+            row += w.shape[0]
+    owner.__dict__["_fused"] = (stack, tuple(w.data_ptr() for w in ws))
+    return stack
+
+
 class Attention(nn.Module):
     """Grouped-query self-attention; each KV head serves nh/nkv query heads."""
 
@@ -155,13 +179,16 @@ class Attention(nn.Module):
 
     def forward_paged(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_pool: torch.Tensor,
                       v_pool: torch.Tensor, inputs: StepInputs, backend: AttentionBackend) -> torch.Tensor:
-        """One step's flat batch x [1, N, H] against a paged KV pool: the new K/V are written to their
-        slots (`inputs.slot_mapping`), then `backend` attends each token to its own sequence."""
-        q, k, v = self.project_qkv(x, cos, sin)  # [1, nh|nkv, N, d]
-        k, v = k[0].transpose(0, 1), v[0].transpose(0, 1)  # [N, nkv, d]
+        """One step's flat batch x [N, H] (cos, sin [N, 1, d]) against a paged KV pool: one matmul for
+        q, k and v (`fused_weight`), RoPE on q and k at once, the new K/V written to their slots
+        (`inputs.slot_mapping`), then `backend` attends each token to its own sequence."""
+        n, nh, nkv, d = x.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = F.linear(x, fused_weight(self, (self.q_proj, self.k_proj, self.v_proj))).view(n, nh + 2 * nkv, d)
+        qk = apply_rope(qkv[:, :nh + nkv], cos, sin)  # [N, nh + nkv, d]
+        q, k, v = qk[:, :nh], qk[:, nh:], qkv[:, nh + nkv:]
         write_kv(k_pool, v_pool, k, v, inputs.slot_mapping)
-        out = backend.forward(q[0].transpose(0, 1), k, v, k_pool, v_pool, inputs)  # [N, nh, d]
-        return self.o_proj(out.reshape(1, x.shape[1], -1))
+        out = backend.forward(q, k, v, k_pool, v_pool, inputs)  # [N, nh, d]
+        return self.o_proj(out.reshape(n, nh * d))
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -190,6 +217,11 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The same with gate and up as one matmul (`fused_weight`; the serving step's path)."""
+        gate, up = F.linear(x, fused_weight(self, (self.gate_proj, self.up_proj))).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -266,19 +298,19 @@ class LlamaForCausalLM(nn.Module):
 
         Args:
             inputs: the step's flat batch (prefill chunks and decodes), device tensors.
-            k_pools, v_pools: per layer, the pool's K and V blocks [num_blocks, B, nkv, d]; the new
+            k_pools, v_pools: per layer, the pool's K and V blocks [nkv, num_blocks, B, d]; the new
                 tokens' K/V are written into them.
             backend: the attention backend (its `prepare` must have run for `inputs`).
         Returns:
             logits [len(inputs.logits_indices), vocab] (fp32) of each chunk's last token.
         """
         cos, sin = rope_cos_sin(inputs.positions, self.config.head_dim, self.config.rope_theta)
-        cos, sin = cos[None, None], sin[None, None]
-        x = self.model.embed_tokens(inputs.token_ids)[None]  # [1, N, H]
+        cos, sin = cos[:, None], sin[:, None]  # [N, 1, d]: broadcast over heads
+        x = self.model.embed_tokens(inputs.token_ids)  # [N, H]
         for layer, k_pool, v_pool in zip(self.model.layers, k_pools, v_pools):
             x = x + layer.self_attn.forward_paged(layer.input_layernorm(x), cos, sin, k_pool, v_pool, inputs, backend)
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        h = self.model.norm(x[0, inputs.logits_indices])
+            x = x + layer.mlp.forward_fused(layer.post_attention_layernorm(x))
+        h = self.model.norm(x[inputs.logits_indices])
         return self.lm_head(h).float()
 
 

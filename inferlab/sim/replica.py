@@ -123,15 +123,15 @@ class Replica:
 
     @property
     def kv_utilization(self) -> float:
-        return self.num_kv_reserved / self.step_model.num_kv_tokens
+        return self.num_kv_reserved / self.step_model.max_kv_tokens
 
     # ------------------------------------------------------------------ input
     def add(self, request: SimRequest) -> None:
         """Queue a request; it runs from the first step starting at or after `now_s`."""
         need = request.num_prompt_tokens + request.num_output_tokens
-        if need > self.step_model.num_kv_tokens:
+        if need > self.step_model.max_kv_tokens:
             raise ValueError(f"request {request.index}: prompt + output = {need} tokens exceeds the replica's "
-                             f"KV capacity num_kv_tokens={self.step_model.num_kv_tokens}")
+                             f"KV capacity max_kv_tokens={self.step_model.max_kv_tokens}")
         self.waiting.append(request)
 
     def evict_all(self) -> list[SimRequest]:
@@ -148,7 +148,7 @@ class Replica:
 
     # ------------------------------------------------------------------ time
     def _admit(self) -> None:
-        cap, max_seqs = self.step_model.num_kv_tokens, self.config.max_num_seqs
+        cap, max_seqs = self.step_model.max_kv_tokens, self.config.max_num_seqs
         waiting, prefilling = self.waiting, self.prefilling
         while waiting and len(prefilling) + len(self.decoding) < max_seqs:
             request = waiting[0]

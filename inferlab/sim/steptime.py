@@ -87,7 +87,7 @@ class StepTimeModel:
     Args:
         roofs: one or two `Roof`s (one: calibrated linear model; two: memory and compute).
         overhead_s: fixed per-step cost (scheduling, sampling, launches), seconds.
-        num_kv_tokens: KV cache capacity of one replica in tokens.
+        max_kv_tokens: KV cache capacity of one replica in tokens (`num_kv_tokens`, a step input, is what is held).
         name: where the model comes from (for tables).
         decode_padding: when set, the K/V input of every roof is the K/V slots the decode
             attention reads with this padding (the replica computes it); when None, the
@@ -96,7 +96,7 @@ class StepTimeModel:
 
     roofs: tuple[Roof, ...]
     overhead_s: float = 0.0
-    num_kv_tokens: int = 100_000
+    max_kv_tokens: int = 100_000
     name: str = "linear"
     decode_padding: DecodePadding | None = None
 
@@ -105,8 +105,8 @@ class StepTimeModel:
             raise ValueError(f"StepTimeModel needs 1 or 2 roofs, got {len(self.roofs)}")
         if self.overhead_s < 0:
             raise ValueError(f"StepTimeModel.overhead_s must be >= 0, got {self.overhead_s}")
-        if self.num_kv_tokens < 1:
-            raise ValueError(f"StepTimeModel.num_kv_tokens must be >= 1, got {self.num_kv_tokens}")
+        if self.max_kv_tokens < 1:
+            raise ValueError(f"StepTimeModel.max_kv_tokens must be >= 1, got {self.max_kv_tokens}")
         if self.step_s(0, 1, 0) <= 0:
             raise ValueError("StepTimeModel: a one-sequence decode step must take > 0 s")
 
@@ -171,7 +171,7 @@ class StepTimeModel:
 
     def to_dict(self) -> dict[str, Any]:
         padding = None if self.decode_padding is None else vars(self.decode_padding)
-        return {"name": self.name, "overhead_s": self.overhead_s, "num_kv_tokens": self.num_kv_tokens,
+        return {"name": self.name, "overhead_s": self.overhead_s, "max_kv_tokens": self.max_kv_tokens,
                 "roofs": [vars(r) for r in self.roofs], "decode_padding": padding}
 
 
@@ -185,13 +185,13 @@ def kv_field(decode_padding: DecodePadding | None) -> str:
     return "num_kv_tokens" if decode_padding is None else "num_decode_kv_slots"
 
 
-def fit_linear(steps: Sequence[dict[str, float]], num_kv_tokens: int, name: str = "calibrated",
+def fit_linear(steps: Sequence[dict[str, float]], max_kv_tokens: int, name: str = "calibrated",
                decode_padding: DecodePadding | None = None) -> StepTimeModel:
     """Least-squares fit of step_time_s = c + p*P + d*D + k*KV to per-step records.
 
     Args:
         steps: dicts with the `PROFILE_STEP_FIELDS` (one per engine iteration).
-        num_kv_tokens: KV capacity of the profiled engine in tokens.
+        max_kv_tokens: KV capacity of the profiled engine in tokens.
         decode_padding: the engine's decode padding; when given, KV is each record's
             `num_decode_kv_slots` (slots read, padding included) instead of `num_kv_tokens`.
             On inferlab's CPU engine this halves the error on online steps (tokens held
@@ -221,29 +221,34 @@ def fit_linear(steps: Sequence[dict[str, float]], num_kv_tokens: int, name: str 
         active = [j for j in active if j not in negative]
     const = max(float(coef[0]), 1e-6)
     return StepTimeModel((Roof(const, float(coef[1]), float(coef[2]), float(coef[3])),),
-                         num_kv_tokens=num_kv_tokens, name=name, decode_padding=decode_padding)
+                         max_kv_tokens=max_kv_tokens, name=name, decode_padding=decode_padding)
 
 
 def load_profile(path: str | Path) -> StepTimeModel:
     """Read a JSON profile written by `inferlab profile` and fit the linear model.
 
-    Format: {"num_kv_tokens": int, "steps": [{num_prefill_tokens, num_decode_seqs,
+    Format: {"max_kv_tokens": int, "steps": [{num_prefill_tokens, num_decode_seqs,
     num_kv_tokens, step_time_s[, num_decode_kv_slots]}, ...][, "decode_group_size": int,
     "block_size": int], ...}. With `decode_group_size` the fit prices decode padding
-    (`DecodePadding`); older profiles without it fit on tokens held.
+    (`DecodePadding`); older profiles without it fit on tokens held. Profiles written before the
+    capacity was renamed carry it as a top-level "num_kv_tokens" (the name steps use for tokens
+    held); they load as they are.
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err.msg})") from None
-    for key in ("num_kv_tokens", "steps"):
+    if "max_kv_tokens" not in data and "num_kv_tokens" in data:  # the capacity's name before the rename
+        data["max_kv_tokens"] = data.pop("num_kv_tokens")
+    for key in ("max_kv_tokens", "steps"):
         if key not in data:
-            raise ValueError(f"{path}: missing field {key!r}")
+            raise ValueError(f"{path}: missing field {key!r} (the KV capacity in tokens)" if key == "max_kv_tokens"
+                             else f"{path}: missing field {key!r}")
     padding = None
     if data.get("decode_group_size"):
         padding = DecodePadding(int(data["decode_group_size"]), int(data.get("block_size", 1)))
-    return fit_linear(data["steps"], int(data["num_kv_tokens"]), name=f"calibrated:{path.name}",
+    return fit_linear(data["steps"], int(data["max_kv_tokens"]), name=f"calibrated:{path.name}",
                       decode_padding=padding)
 
 
@@ -281,5 +286,5 @@ def roofline_model(model_name: str, gpu_name: str, *, dtype: str = "bf16", effic
     num_kv = int((gpu.memory_bytes * gpu_memory_utilization - weight_bytes) // kv_token_bytes)
     if num_kv < 1:
         raise ValueError(f"{model.name} does not fit on one {gpu.name} (weights {weight_bytes / 1e9:.1f} GB)")
-    return StepTimeModel((memory, compute), overhead_s=overhead_s, num_kv_tokens=num_kv,
+    return StepTimeModel((memory, compute), overhead_s=overhead_s, max_kv_tokens=num_kv,
                          name=f"roofline:{model.name}@{gpu.name}")

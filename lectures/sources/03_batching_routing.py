@@ -186,7 +186,7 @@ for d in (1, 2, 3):
     ax.plot(rho, [supermarket_time_in_system(r, d) for r in rho], label=f"d = {d} (n → ∞)")
 one_at_a_time = ClusterConfig(autoscaling=AutoscalingConfig(min_replicas=40, max_replicas=40, initial_replicas=40),
                               replica=ReplicaConfig(max_num_seqs=1), cold_start_s=0.0)
-unit_steps = StepTimeModel((Roof(0.01),), num_kv_tokens=100_000)  # 10 ms per token, 20 tokens on average
+unit_steps = StepTimeModel((Roof(0.01),), max_kv_tokens=100_000)  # 10 ms per token, 20 tokens on average
 for load in (0.5, 0.7, 0.85):
     rng = np.random.default_rng(7)
     arrivals = np.cumsum(rng.exponential(0.2 / (load * 40), 4000))

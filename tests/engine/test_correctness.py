@@ -129,8 +129,8 @@ def test_kv_utilization_definition():
     from inferlab.bench.engine_bench import kv_utilization
     from inferlab.engine import StepRecord
 
-    steps = [StepRecord(0.0, 1.0, 0, 0, 2, num_kv_tokens=12, num_kv_blocks_used=2, num_running_seqs=2, num_preempted=0),
-             StepRecord(1.0, 3.0, 0, 0, 1, num_kv_tokens=8, num_kv_blocks_used=1, num_running_seqs=1, num_preempted=0)]
+    steps = [StepRecord(0.0, 1.0, 0, 2, num_kv_tokens=12, num_kv_blocks_used=2, num_running_seqs=2, num_preempted=0),
+             StepRecord(1.0, 3.0, 0, 1, num_kv_tokens=8, num_kv_blocks_used=1, num_running_seqs=1, num_preempted=0)]
     paged, contiguous = kv_utilization(steps, block_size=8, max_model_len=32)
     assert paged == pytest.approx((12 / 16 * 1 + 8 / 8 * 3) / 4)
     assert contiguous == pytest.approx((12 / 64 * 1 + 8 / 32 * 3) / 4)

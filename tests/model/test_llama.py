@@ -83,3 +83,28 @@ def test_small_preset_is_tens_of_millions():
     per_layer = 2 * cfg.hidden_size**2 + 2 * cfg.hidden_size * cfg.num_key_value_heads * cfg.head_dim + 3 * cfg.hidden_size * cfg.intermediate_size
     total = cfg.num_hidden_layers * per_layer + 2 * cfg.vocab_size * cfg.hidden_size
     assert 10e6 < total < 100e6
+
+
+def test_fused_projections_share_the_checkpoint_weights(tmp_path, checkpoint):
+    """The serving step's fused q/k/v and gate/up weights are views of the HF-named parameters: one copy,
+    in step with weights loaded later, rebuilt after `.to()`, and the model still saves and reloads."""
+    from safetensors.torch import load_file
+
+    from inferlab.model.llama import fused_weight
+
+    model = load_checkpoint(checkpoint, device="cpu")
+    attn = model.model.layers[0].self_attn
+    names = [n for n, _ in model.named_parameters()]
+    stack = fused_weight(attn, (attn.q_proj, attn.k_proj, attn.v_proj))
+    assert [n for n, _ in model.named_parameters()] == names, "checkpoint names must not change"
+    assert attn.k_proj.weight.data_ptr() == stack[attn.q_proj.out_features:].data_ptr(), "not a view of the stack"
+    assert fused_weight(attn, (attn.q_proj, attn.k_proj, attn.v_proj)) is stack, "rebuilt without a change"
+    with torch.no_grad():
+        attn.v_proj.weight.mul_(2.0)  # in place (what load_state_dict does): the stack sees it
+    assert torch.equal(stack[-attn.v_proj.out_features:], attn.v_proj.weight)
+    model.to(torch.float64)  # parameters replaced: a new stack of the new weights
+    again = fused_weight(attn, (attn.q_proj, attn.k_proj, attn.v_proj))
+    assert again.dtype == torch.float64 and torch.equal(again[:attn.q_proj.out_features], attn.q_proj.weight)
+    save_checkpoint(model, tmp_path / "ck")  # shared storage must not break safetensors
+    saved = load_file(str(tmp_path / "ck" / "model.safetensors"))
+    assert torch.equal(saved["model.layers.0.self_attn.v_proj.weight"], attn.v_proj.weight.float())

@@ -35,7 +35,7 @@ def _run(spot_policy, spot_fraction: float = 0.0):
     rng = np.random.default_rng(0)
     arrivals = np.cumsum(rng.exponential(1 / 2.0, 3000))
     trace = [TraceRequest(float(t), 64, 32) for t in arrivals]
-    model = StepTimeModel((Roof(0.01),), num_kv_tokens=100_000)
+    model = StepTimeModel((Roof(0.01),), max_kv_tokens=100_000)
     config = ClusterConfig(autoscaling=AutoscalingConfig(min_replicas=4, max_replicas=4, initial_replicas=4),
                            cold_start_s=30.0, spot_fraction=spot_fraction, spot_mean_lifetime_s=300.0, seed=1)
     return simulate(trace, model, config, make_static_policy(4), spot_policy=spot_policy)

@@ -15,7 +15,7 @@ from inferlab.sim.replica import ReplicaConfig
 from inferlab.sim.steptime import Roof, StepTimeModel
 from inferlab.traces import LengthDist, TraceRequest, poisson_arrivals, synthesize
 
-MODEL = StepTimeModel((Roof(0.01, 2e-5, 1e-4, 1e-7),), num_kv_tokens=50_000)
+MODEL = StepTimeModel((Roof(0.01, 2e-5, 1e-4, 1e-7),), max_kv_tokens=50_000)
 
 
 def _trace(rate: float, n: int, seed: int = 0) -> list[TraceRequest]:
@@ -48,7 +48,7 @@ def test_no_request_lost_and_records_consistent(router) -> None:
 
 
 def test_single_request_latency_is_exact() -> None:
-    model = StepTimeModel((Roof(0.01, 1e-4, 0.0, 0.0),), num_kv_tokens=10_000)
+    model = StepTimeModel((Roof(0.01, 1e-4, 0.0, 0.0),), max_kv_tokens=10_000)
     result = simulate([TraceRequest(5.0, 100, 11)], model, _fleet(1))
     rec = result.records[0]
     assert rec.first_token_time_s - 5.0 == pytest.approx(0.01 + 100 * 1e-4)
@@ -93,11 +93,11 @@ def test_more_replicas_means_lower_latency() -> None:
 
 
 def test_kv_capacity_limits_admission() -> None:
-    model = StepTimeModel((Roof(0.01),), num_kv_tokens=1000)
+    model = StepTimeModel((Roof(0.01),), max_kv_tokens=1000)
     trace = [TraceRequest(0.0, 400, 100) for _ in range(4)]  # two fit at a time
     recs = simulate(trace, model, _fleet(1)).records
     assert sum(r.first_token_time_s < 0.05 for r in recs) == 2
-    with pytest.raises(ValueError, match="num_kv_tokens"):
+    with pytest.raises(ValueError, match="max_kv_tokens"):
         simulate([TraceRequest(0.0, 900, 200)], model, _fleet(1))
 
 

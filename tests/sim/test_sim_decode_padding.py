@@ -38,7 +38,7 @@ def test_engine_step_records_the_padded_slots() -> None:
 
 
 def _padded_model(group: int, block: int) -> StepTimeModel:
-    return StepTimeModel((Roof(1e-3, 1e-5, 1e-4, 1e-6),), num_kv_tokens=100_000,
+    return StepTimeModel((Roof(1e-3, 1e-5, 1e-4, 1e-6),), max_kv_tokens=100_000,
                          decode_padding=DecodePadding(group, block))
 
 
@@ -98,5 +98,5 @@ def test_fit_with_padding_uses_the_slots_read(tmp_path) -> None:
         fit_linear([{k: v for k, v in s.items() if k != "num_decode_kv_slots"} for s in steps], 60_000,
                    decode_padding=DecodePadding(32, 8))
     path = tmp_path / "profile.json"
-    path.write_text(json.dumps({"num_kv_tokens": 60_000, "block_size": 8, "decode_group_size": 32, "steps": steps}))
+    path.write_text(json.dumps({"max_kv_tokens": 60_000, "block_size": 8, "decode_group_size": 32, "steps": steps}))
     assert load_profile(path).decode_padding == DecodePadding(32, 8)

@@ -49,7 +49,7 @@ def test_profile_steps_price_the_loop_between_steps() -> None:
     from inferlab.engine.engine import StepRecord
 
     def record(start_s: float, step_s: float, num_decode: int, num_running: int) -> StepRecord:
-        return StepRecord(start_s, step_s, 0, 0, num_decode, 10, 2, num_running, 0, 16)
+        return StepRecord(start_s, step_s, 0, num_decode, 10, 2, num_running, 0, 16)
 
     engine = SimpleNamespace(step_records=[
         record(0.000, 0.010, 2, 2),  # busy after it: period 0.012

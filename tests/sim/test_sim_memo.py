@@ -13,7 +13,7 @@ from inferlab.sim.replica import ReplicaConfig
 from inferlab.sim.steptime import Roof, StepTimeModel
 from inferlab.traces import TraceRequest
 
-MODEL = StepTimeModel((Roof(0.01, 1e-5, 1e-3),), num_kv_tokens=50_000)
+MODEL = StepTimeModel((Roof(0.01, 1e-5, 1e-3),), max_kv_tokens=50_000)
 SLO_ = SLO(ttft_s=0.5, tpot_s=0.05)
 
 
@@ -100,7 +100,7 @@ def test_malformed_entry_is_recomputed_and_unknown_types_are_not_cached(monkeypa
         def step_s(self, *args):
             return 2 * super().step_s(*args)
 
-    slower = SlowerModel(MODEL.roofs, num_kv_tokens=MODEL.num_kv_tokens)
+    slower = SlowerModel(MODEL.roofs, max_kv_tokens=MODEL.max_kv_tokens)
     with pytest.raises(memo.Uncacheable):
         memo.cache_key("x", model=slower)
     replicas_needed(window, slower, SLO_)

@@ -37,7 +37,7 @@ def _mmc_sim(num_servers: int, arrival_rate: float, mean_tokens: float, n: int, 
     # service = tokens x STEP_S: constant, or geometric tokens (~exponential service)
     outputs = np.full(n, int(mean_tokens)) if is_constant else rng.geometric(1 / mean_tokens, n)
     trace = [TraceRequest(float(t), 16, int(o)) for t, o in zip(arrivals, outputs)]
-    model = StepTimeModel((Roof(STEP_S),), num_kv_tokens=100_000)
+    model = StepTimeModel((Roof(STEP_S),), max_kv_tokens=100_000)
     config = ClusterConfig(autoscaling=AutoscalingConfig(min_replicas=num_servers, max_replicas=num_servers,
                                                          initial_replicas=num_servers),
                            replica=ReplicaConfig(max_num_seqs=1), max_ongoing_requests=1, cold_start_s=0)
@@ -84,7 +84,7 @@ def test_simulator_with_power_of_two_matches_the_supermarket_model() -> None:
     config = ClusterConfig(autoscaling=AutoscalingConfig(min_replicas=num_servers, max_replicas=num_servers,
                                                          initial_replicas=num_servers),
                            replica=ReplicaConfig(max_num_seqs=1), cold_start_s=0)
-    records = simulate(trace, StepTimeModel((Roof(STEP_S),), num_kv_tokens=100_000), config, router=power_of_two).records
+    records = simulate(trace, StepTimeModel((Roof(STEP_S),), max_kv_tokens=100_000), config, router=power_of_two).records
     measured = float(np.mean([e2e_s(r) for r in records])) / (mean_tokens * STEP_S)
     assert measured == pytest.approx(supermarket_time_in_system(rho, 2), rel=0.1)
     assert measured < 0.6 * supermarket_time_in_system(rho, 1)

@@ -27,7 +27,7 @@ def test_supermarket_model_matches_theory() -> None:
     n, load, rng = 16, 0.9, np.random.default_rng(1)
     arrivals = np.cumsum(rng.exponential(1 / (load * n), 12000))
     trace = [TraceRequest(float(a), 1, int(o)) for a, o in zip(arrivals, rng.geometric(1 / 50, 12000))]
-    model = StepTimeModel((Roof(const_s=0.02),), num_kv_tokens=10 ** 7)  # service ~ Exp(mean 1 s)
+    model = StepTimeModel((Roof(const_s=0.02),), max_kv_tokens=10 ** 7)  # service ~ Exp(mean 1 s)
     cfg = _fleet(n, max_num_seqs=1)
     sojourn = {}
     for name in ("random", "power-of-two"):
@@ -41,7 +41,7 @@ def test_supermarket_model_matches_theory() -> None:
 def test_prefix_routing_raises_the_hit_rate() -> None:
     trace, _ = prefix_sharing_workload(1500, 30.0, np.random.default_rng(0))
     assert 0.3 < block_hit_ceiling(trace) < 0.45
-    model = StepTimeModel((Roof(const_s=0.002, s_per_prefill_token=2e-4, s_per_decode_seq=1e-4),), num_kv_tokens=10 ** 6)
+    model = StepTimeModel((Roof(const_s=0.002, s_per_prefill_token=2e-4, s_per_decode_seq=1e-4),), max_kv_tokens=10 ** 6)
     cfg = _fleet(4, max_num_seqs=16, max_num_batched_tokens=512, num_prefix_cache_blocks=400)
     hit = {name: simulate(trace, model, cfg, router=route.ROUTERS[name]).prefix_hit_rate
            for name in ("least-outstanding", "prefix-aware", "prefix-load")}
@@ -54,7 +54,7 @@ def test_vtc_protects_a_light_tenant_in_the_simulator() -> None:
     rng = np.random.default_rng(0)
     trace = multi_tenant_workload({"heavy": 60.0, "light": 3.0}, {"heavy": 600, "light": 30},
                                   LengthDist(100, 400, max_tokens=1000), LengthDist(20, 80, max_tokens=200), rng)
-    model = StepTimeModel((Roof(const_s=0.01, s_per_prefill_token=1e-4),), num_kv_tokens=10 ** 6)
+    model = StepTimeModel((Roof(const_s=0.01, s_per_prefill_token=1e-4),), max_kv_tokens=10 ** 6)
     cfg = ClusterConfig(autoscaling=AutoscalingConfig(min_replicas=2, max_replicas=2, initial_replicas=2),
                         replica=ReplicaConfig(max_num_seqs=4), control_period_s=1000.0, max_ongoing_requests=4)
 
@@ -87,7 +87,7 @@ def test_tenant_share_keeps_a_light_tenant_near_its_solo_latency() -> None:
     rng = np.random.default_rng(0)
     trace = multi_tenant_workload({"light": 4.0, "heavy": 40.0}, {"light": 200, "heavy": 2000},
                                   LengthDist(100, 400, max_tokens=1000), LengthDist(20, 80, max_tokens=200), rng)
-    model = StepTimeModel((Roof(const_s=0.01, s_per_prefill_token=1e-4),), num_kv_tokens=10 ** 6)
+    model = StepTimeModel((Roof(const_s=0.01, s_per_prefill_token=1e-4),), max_kv_tokens=10 ** 6)
 
     def light_p99(trace, **kw):
         cfg = ClusterConfig(autoscaling=AutoscalingConfig(min_replicas=2, max_replicas=2, initial_replicas=2),

@@ -41,7 +41,7 @@ def test_roofline_regimes(roofline: StepTimeModel) -> None:
     # prefill is compute bound: 4x the tokens costs ~4x
     assert roofline.step_s(8192, 0, 0) == pytest.approx(4 * roofline.step_s(2048, 0, 0), rel=0.01)
     # KV capacity of a 7B model on an 80 GB GPU: ~100k tokens of 0.5 MB
-    assert 80_000 < roofline.num_kv_tokens < 140_000
+    assert 80_000 < roofline.max_kv_tokens < 140_000
 
 
 def test_fit_linear_recovers_coefficients(tmp_path) -> None:
@@ -52,11 +52,13 @@ def test_fit_linear_recovers_coefficients(tmp_path) -> None:
         p, d, kv = rng.randint(0, 2000), rng.randint(0, 64), rng.randint(0, 50_000)
         steps.append({"num_prefill_tokens": p, "num_decode_seqs": d, "num_kv_tokens": kv,
                       "step_time_s": truth(p, d, kv) * (1 + rng.uniform(-0.01, 0.01))})
-    model = fit_linear(steps, num_kv_tokens=60_000)
+    model = fit_linear(steps, max_kv_tokens=60_000)
     assert model.step_s(1000, 32, 20_000) == pytest.approx(truth(1000, 32, 20_000), rel=0.02)
     path = tmp_path / "profile.json"
-    path.write_text(json.dumps({"num_kv_tokens": 60_000, "steps": steps}))
-    assert load_profile(path).num_kv_tokens == 60_000
+    path.write_text(json.dumps({"max_kv_tokens": 60_000, "steps": steps}))
+    assert load_profile(path).max_kv_tokens == 60_000
+    path.write_text(json.dumps({"num_kv_tokens": 50_000, "steps": steps}))  # written before the rename
+    assert load_profile(path).max_kv_tokens == 50_000
 
 
 def test_bad_profile_names_the_field(tmp_path) -> None:
@@ -65,7 +67,7 @@ def test_bad_profile_names_the_field(tmp_path) -> None:
         fit_linear(steps, 100)
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"steps": []}))
-    with pytest.raises(ValueError, match="num_kv_tokens"):
+    with pytest.raises(ValueError, match="max_kv_tokens"):
         load_profile(path)
     with pytest.raises(ValueError, match="overhead_s"):
         StepTimeModel((Roof(0.01),), overhead_s=-1)
