@@ -36,6 +36,7 @@ LAB = "lab0_baseline"
 SECRET = "s3cr3t-do-not-leak-7f1c"
 FIRST_UID, NUM_JOBS = 63100, 2  # a uid range no other batch uses
 MAX_CPU_S = 25
+LOCK_HOLD_S = 8.0
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
 
@@ -81,7 +82,9 @@ def batch(tmp_path_factory):
     students = {**attacks, "blank": honest["blank"], **{k: honest[k] for k in mutants}}
     config = classroom.make_course(LAB, course, students)
     stop, held = threading.Event(), []
-    locker = threading.Thread(target=_hold_lock, args=(course_db, 20.0, stop, held), daemon=True)
+    # The gradebook appears at the first merge, so the lock (1 s later) stalls that merge and every one
+    # behind it (both workers wait): 8 s is several of the merge's retries, and 8 s of an idle batch.
+    locker = threading.Thread(target=_hold_lock, args=(course_db, LOCK_HOLD_S, stop, held), daemon=True)
     locker.start()
     env = dict(os.environ, INFERLAB_FAST="1", **{hostile.SECRET_NAME: SECRET})
     # CPU cap: an honest lab 0 sandbox uses ~8 s of CPU, the 40 MB printer ~16 s; the SIGINT-proof loop
