@@ -2,27 +2,22 @@
 
 from roundtrip import Mutant
 
+# The round trip grades these five (one autograded notebook each): together they lose every test cell
+# (must_lose lists each cell the mutant loses). The others are DEV_MUTANTS below.
 MUTANTS = [
-    Mutant(
-        name="tpot-divides-by-all-tokens",
-        cell="metric_functions",
-        old="/ (n - 1)",
-        new="/ n",
-        must_lose=("test_tpot",),
-    ),
     Mutant(
         name="ttft-from-last-token",
         cell="metric_functions",
         old='return log["token_times_s"][0] - log["arrival_s"]',
         new='return log["token_times_s"][-1] - log["arrival_s"]',
-        must_lose=("test_ttft",),
+        must_lose=("test_ttft", "test_tpot", "test_goodput", "test_goodput_at_slo"),
     ),
     Mutant(
         name="goodput-any-slo",
         cell="metric_functions",
         old="if ttft_s(log) <= slo_ttft_s and (",
         new="if ttft_s(log) <= slo_ttft_s or (",
-        must_lose=("test_goodput",),
+        must_lose=("test_goodput", "test_goodput_at_slo"),
     ),
     # "meets the SLO" read as strictly under it: a request exactly at a target is not counted
     Mutant(
@@ -31,14 +26,6 @@ MUTANTS = [
         old="ttft_s(log) <= slo_ttft_s and (math.isnan(tpot) or tpot <= slo_tpot_s)",
         new="ttft_s(log) < slo_ttft_s and (math.isnan(tpot) or tpot < slo_tpot_s)",
         must_lose=("test_goodput_at_slo",),
-    ),
-    # a single-token request has TPOT nan, and nan <= x is False: it is dropped instead of meeting the TPOT SLO
-    Mutant(
-        name="goodput-drops-single-token",
-        cell="metric_functions",
-        old="(math.isnan(tpot) or tpot <= slo_tpot_s)",
-        new="tpot <= slo_tpot_s",
-        must_lose=("test_goodput",),
     ),
     Mutant(
         name="roofline-forgets-kv-cache",
@@ -59,6 +46,21 @@ MUTANTS = [
 # Checked by `python grading/mutcheck.py lab0_baseline` (in-process, no nbgrader), not by the round trip:
 # each would cost one more autograded notebook in `make test` (see grading/requirements.md).
 DEV_MUTANTS = [
+    Mutant(
+        name="tpot-divides-by-all-tokens",
+        cell="metric_functions",
+        old="/ (n - 1)",
+        new="/ n",
+        must_lose=("test_tpot",),
+    ),
+    # a single-token request has TPOT nan, and nan <= x is False: it is dropped instead of meeting the TPOT SLO
+    Mutant(
+        name="goodput-drops-single-token",
+        cell="metric_functions",
+        old="(math.isnan(tpot) or tpot <= slo_tpot_s)",
+        new="tpot <= slo_tpot_s",
+        must_lose=("test_goodput",),
+    ),
     Mutant(name="goodput-strict-ttft", cell="metric_functions", old="ttft_s(log) <= slo_ttft_s",
            new="ttft_s(log) < slo_ttft_s", must_lose=("test_goodput_at_slo",)),
     Mutant(name="goodput-strict-tpot", cell="metric_functions", old="tpot <= slo_tpot_s", new="tpot < slo_tpot_s",

@@ -2,14 +2,51 @@
 
 from roundtrip import Mutant
 
+# The round trip grades these five (one autograded notebook each): one per exercise, and together they lose
+# every test cell (must_lose lists each cell the mutant loses). The others are DEV_MUTANTS below.
 MUTANTS = [
+    Mutant(
+        name="allocator-free-forgets-refcount",
+        cell="allocator",
+        old="            self.ref_counts[b] -= 1\n            if self.ref_counts[b] == 0:",
+        new="            if self.ref_counts[b] == 1:",
+        must_lose=("test_allocator_basic", "test_allocator_prefix", "test_scheduler_correct"),
+    ),
     Mutant(
         name="ignores-token-budget",
         cell="scheduler",
         old="n = min(left, budget)",
         new="n = left",
-        must_lose=("test_scheduler_budget",),
+        must_lose=("test_scheduler_budget", "test_scheduler_correct", "test_scheduler_fcfs",
+                   "test_scheduler_decode_first", "test_scheduler_tests_pass"),
     ),
+    # preempts the oldest running request instead of the most recently admitted
+    Mutant(
+        name="preempts-oldest",
+        cell="scheduler",
+        old="victim = self.running.pop()",
+        new="victim = self.running.pop(0)",
+        must_lose=("test_scheduler_preemption", "test_scheduler_fcfs", "test_scheduler_tests_pass"),
+    ),
+    # admits while len(running) <= max_num_seqs: one request too many runs at once
+    Mutant(
+        name="max-num-seqs-off-by-one",
+        cell="scheduler",
+        old="len(self.running) < self.config.max_num_seqs",
+        new="len(self.running) <= self.config.max_num_seqs",
+        must_lose=("test_scheduler_max_seqs", "test_scheduler_tests_pass"),
+    ),
+    # learners' regression tests that run the workload and assert nothing: they kill no faulty scheduler
+    Mutant(name="scheduler-tests-assert-nothing", cell="scheduler_tests",
+           old="SCHEDULER_TESTS = [test_never_more_than_max_num_seqs,",
+           new="def test_runs(scheduler_cls):\n    run_workload(scheduler_cls, PagedBlockAllocator(64, 4), _small(), "
+               "*random_workload(1, 3, 8, 2))\n\n\nSCHEDULER_TESTS = [test_runs]\n_unused = [test_never_more_than_max_num_seqs,",
+           must_lose=("test_scheduler_tests_pass", "test_scheduler_tests_half", "test_scheduler_tests_most")),
+]
+
+# Checked by `python grading/mutcheck.py lab3_batching` (in-process, no nbgrader), not by the round trip:
+# each would cost one more autograded notebook in `make test` (see grading/requirements.md).
+DEV_MUTANTS = [
     Mutant(
         name="leaks-blocks",
         cell="scheduler",
@@ -38,21 +75,6 @@ MUTANTS = [
         old="            if key not in self.block_of:\n                break",
         new="            break",
         must_lose=("test_allocator_prefix",),
-    ),
-    Mutant(
-        name="allocator-free-forgets-refcount",
-        cell="allocator",
-        old="            self.ref_counts[b] -= 1\n            if self.ref_counts[b] == 0:",
-        new="            if self.ref_counts[b] == 1:",
-        must_lose=("test_allocator_basic",),
-    ),
-    # admits while len(running) <= max_num_seqs: one request too many runs at once
-    Mutant(
-        name="max-num-seqs-off-by-one",
-        cell="scheduler",
-        old="len(self.running) < self.config.max_num_seqs",
-        new="len(self.running) <= self.config.max_num_seqs",
-        must_lose=("test_scheduler_max_seqs",),
     ),
     # prefill chunks before decodes: a long prompt's chunk takes the budget and running requests stall
     Mutant(
@@ -106,14 +128,6 @@ MUTANTS = [
 """,
         must_lose=("test_scheduler_decode_first",),
     ),
-    # preempts the oldest running request instead of the most recently admitted
-    Mutant(
-        name="preempts-oldest",
-        cell="scheduler",
-        old="victim = self.running.pop()",
-        new="victim = self.running.pop(0)",
-        must_lose=("test_scheduler_preemption",),
-    ),
     # requeues the victim at the back: later arrivals overtake it
     Mutant(
         name="preempted-to-back",
@@ -130,22 +144,11 @@ MUTANTS = [
         new="req.block_table, req.num_computed_tokens = allocation[0], 0",
         must_lose=("test_scheduler_correct",),
     ),
-    # learners' regression tests that run the workload and assert nothing: they kill no faulty scheduler
-    Mutant(name="scheduler-tests-assert-nothing", cell="scheduler_tests",
-           old="SCHEDULER_TESTS = [test_never_more_than_max_num_seqs,",
-           new="def test_runs(scheduler_cls):\n    run_workload(scheduler_cls, PagedBlockAllocator(64, 4), _small(), "
-               "*random_workload(1, 3, 8, 2))\n\n\nSCHEDULER_TESTS = [test_runs]\n_unused = [test_never_more_than_max_num_seqs,",
-           must_lose=("test_scheduler_tests_pass", "test_scheduler_tests_half", "test_scheduler_tests_most")),
     # one test only (the seat limit): it kills one fault of six
     Mutant(name="scheduler-tests-one-rule", cell="scheduler_tests",
            old="SCHEDULER_TESTS = [test_never_more_than_max_num_seqs,",
            new="SCHEDULER_TESTS = [test_never_more_than_max_num_seqs]\n_unused = [test_never_more_than_max_num_seqs,",
            must_lose=("test_scheduler_tests_half", "test_scheduler_tests_most")),
-]
-
-# Checked by `python grading/mutcheck.py lab3_batching` (in-process, no nbgrader), not by the round trip:
-# each would cost one more autograded notebook in `make test` (see grading/requirements.md).
-DEV_MUTANTS = [
     # off by one: a prompt of whole blocks gets its last block from the cache (nothing left to compute)
     Mutant(name="serves-last-block-from-cache", cell="allocator", old="range((len(token_ids) - 1) // bs)",
            new="range(len(token_ids) // bs)", must_lose=("test_allocator_prefix",)),

@@ -11,6 +11,8 @@ import time
 import urllib.request
 from typing import Callable, Iterator
 
+from inferlab.procs import stop_process
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -47,12 +49,7 @@ def http_process(argv: Callable[[int], list[str]], name: str,
             time.sleep(0.2)
         yield base, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, grace_s=10.0)
         log.close()
 
 

@@ -13,11 +13,13 @@ driver records:
 - `eject_s`: kill -> the GCS marks node 2 dead (health checks every second, 3 misses);
 - `replace_s`: kill -> as many live replicas as before the kill, all on surviving nodes (Serve's
   controller restarts replicas whose actor died; the policy keeps asking for the same number);
+  traffic then goes on for `settle_s` more (requests answered after `replace_s` are counted) and the
+  run ends: `after_kill_s` only caps the wait for a node that is never ejected or replaced;
 - per request: answered, failed visibly (the handle raised or the engine returned an error, after up to
   two retries of requests whose replica was gone: `ActorUnavailableError`/`ActorDiedError`; generation
   has no side effect), lost silently (no answer and no error within `deadline_s`: must be 0).
 
-    python -m inferlab.cluster.ray_serve_nodes [--rate-rps 40 --after-kill-s 45] [--no-kill]
+    python -m inferlab.cluster.ray_serve_nodes [--rate-rps 40 --after-kill-s 45 --settle-s 8] [--no-kill]
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ KILLED_NODE = 2
 
 
 def run_serve_across_nodes(rate_rps: float = 40.0, after_kill_s: float = 45.0, kill: bool = True,
-                           max_spread_wait_s: float = 90.0, timeout_s: float = 600.0) -> dict:
+                           max_spread_wait_s: float = 90.0, timeout_s: float = 600.0, settle_s: float = 8.0) -> dict:
     """Cluster, Ray, the driver in node 0; returns the driver's result (see the module doc)."""
     started = time.monotonic()
     cluster_up(ClusterConfig(num_nodes=3))
@@ -45,7 +47,8 @@ def run_serve_across_nodes(rate_rps: float = 40.0, after_kill_s: float = 45.0, k
         table = ray_up(num_cpus_per_worker=1)
         up_s = time.monotonic() - started
         args = ["--driver", "--rate-rps", str(rate_rps), "--after-kill-s", str(after_kill_s),
-                "--max-spread-wait-s", str(max_spread_wait_s)] + ([] if kill else ["--no-kill"])
+                "--max-spread-wait-s", str(max_spread_wait_s), "--settle-s", str(settle_s)] + \
+            ([] if kill else ["--no-kill"])
         env = dict(ray_env(), RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S="1",
                    RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S="1")
         done = subprocess.run(driver_argv("inferlab.cluster.ray_serve_nodes", *args), env=env, capture_output=True,
@@ -76,12 +79,14 @@ def _replicas_by_node() -> dict[str, int]:
 
 
 async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_spread_wait_s: float,
-                 deadline_s: float, killed_ip: str, max_retries: int = 2, after_kill_rps: float = 12.0) -> dict:
+                 deadline_s: float, killed_ip: str, max_retries: int = 2, after_kill_rps: float = 12.0,
+                 settle_s: float = 8.0) -> dict:
     import numpy as np
     import ray
 
     rng = np.random.default_rng(0)
     outcomes: dict[int, str] = {}
+    answered_at: dict[int, float] = {}  # request -> monotonic time its answer came
     answered_by: dict[str, int] = {}
     tasks: list[asyncio.Task] = []
     timeline: list[tuple[float, dict[str, int]]] = []
@@ -117,6 +122,7 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
             outcomes[i] = f"error: {reply['error']}"
         else:
             outcomes[i] = "ok"
+            answered_at[i] = time.monotonic()
             answered_by[reply.get("node") or "?"] = answered_by.get(reply.get("node") or "?", 0) + 1
 
     rate = [rate_rps]
@@ -154,9 +160,12 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
         # what the surviving node can serve: at 40/s one 1-CPU node fell behind and requests waited past
         # the deadline (queued on a live replica, not lost), which would hide a real loss
         rate[0] = after_kill_rps
-    # 2. traffic goes on; watch the node die in the GCS and the replicas come back
+    # 2. traffic goes on; watch the node die in the GCS and the replicas come back, then `settle_s` more
+    # of traffic on the replacements (`after_kill_s` caps the whole wait)
     end = time.monotonic() + (after_kill_s if killed_at else 5.0)
     while time.monotonic() < end:
+        if replace_s is not None and time.monotonic() >= killed_at + replace_s + settle_s:
+            break
         placement = _replicas_by_node()
         timeline.append((now(), placement))
         if killed_at is not None:
@@ -170,6 +179,7 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
     await sender
     await asyncio.gather(*tasks)
     errors = [o for o in outcomes.values() if o.startswith("error")]
+    replaced_at = killed_at + replace_s if replace_s is not None else None
     return {"num_requests": len(tasks), "num_ok": sum(o == "ok" for o in outcomes.values()),
             "num_failed_visibly": len(errors), "num_retried": num_retried,
             "num_lost_silently": len(tasks) - len(outcomes) + sum(o == "lost" for o in outcomes.values()),
@@ -177,11 +187,14 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
             "spread_at_s": spread_at, "killed_at_s": round(killed_at - t0, 2) if killed_at else None,
             "replicas_before_kill": before, "num_processes_killed": num_killed,
             "killed_node": killed_ip if killed_at else None, "eject_s": eject_s, "replace_s": replace_s,
+            "num_ok_after_replace": (sum(t > replaced_at for t in answered_at.values())
+                                     if replaced_at is not None else 0),
+            "run_after_kill_s": round(time.monotonic() - killed_at, 1) if killed_at else None,
             "max_nodes_with_replicas": max(len(p) for _, p in timeline),
             "timeline": [(t, p) for t, p in timeline][:: max(1, len(timeline) // 60)]}
 
 
-def _driver(rate_rps: float, after_kill_s: float, kill: bool, max_spread_wait_s: float) -> dict:
+def _driver(rate_rps: float, after_kill_s: float, kill: bool, max_spread_wait_s: float, settle_s: float) -> dict:
     import ray
     from ray import serve
 
@@ -194,7 +207,8 @@ def _driver(rate_rps: float, after_kill_s: float, kill: bool, max_spread_wait_s:
     handle = serve.run(engine_deployment(max_replicas=2, min_replicas=1, num_cpus=0.5).bind(), name="inferlab",
                        route_prefix=None)
     killed_ip = status()["nodes"][KILLED_NODE]["address"]
-    return asyncio.run(_drive(handle, rate_rps, after_kill_s, kill, max_spread_wait_s, 60.0, killed_ip))
+    return asyncio.run(_drive(handle, rate_rps, after_kill_s, kill, max_spread_wait_s, 60.0, killed_ip,
+                              settle_s=settle_s))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,16 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate-rps", type=float, default=40.0)
     p.add_argument("--after-kill-s", type=float, default=45.0)
     p.add_argument("--max-spread-wait-s", type=float, default=90.0)
+    p.add_argument("--settle-s", type=float, default=8.0, help="traffic kept on after the replicas are replaced")
     p.add_argument("--no-kill", action="store_true", help="spread and autoscale only; lose no node")
     p.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.driver:
-        print(json.dumps(_driver(args.rate_rps, args.after_kill_s, not args.no_kill, args.max_spread_wait_s)))
+        print(json.dumps(_driver(args.rate_rps, args.after_kill_s, not args.no_kill, args.max_spread_wait_s,
+                                 args.settle_s)))
         sys.stdout.flush()
         os._exit(0)  # do not wait for Serve's shutdown on a cluster that just lost a node: ray_down ends it all
     try:
         started = time.monotonic()
-        result = run_serve_across_nodes(args.rate_rps, args.after_kill_s, not args.no_kill, args.max_spread_wait_s)
+        result = run_serve_across_nodes(args.rate_rps, args.after_kill_s, not args.no_kill, args.max_spread_wait_s,
+                                        settle_s=args.settle_s)
         result["wall_s"] = round(time.monotonic() - started, 1)
         print(json.dumps(result))
     except ClusterError as err:

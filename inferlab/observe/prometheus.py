@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from inferlab.procs import stop_process
+
 INSTALL_HINT = "install Debian's prometheus package (apt-get install prometheus; `make install` does it as root)"
 
 
@@ -126,13 +128,8 @@ class PrometheusServer:
         return path.read_text() if path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc, grace_s=15.0)
         if getattr(self, "_log", None) is not None:
             self._log.close()
             self._log = None

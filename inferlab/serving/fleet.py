@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from inferlab.policies.autoscale import AutoscalingConfig, AutoscalingContext
+from inferlab.procs import stop_process
 from inferlab.serving.replicas import Replica
 from inferlab.serving.router import HttpRouter, RouterConfig, router_thread
 
@@ -188,13 +189,7 @@ class Fleet:
         return replica
 
     def _terminate(self, replica: LiveReplica) -> None:
-        if replica.proc.poll() is None:
-            replica.proc.terminate()
-            try:
-                replica.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                replica.proc.kill()
-                replica.proc.wait(10)
+        stop_process(replica.proc, grace_s=10.0)
         replica.log.close()
         replica.state, replica.stop_s = STOPPED, self.now()
 

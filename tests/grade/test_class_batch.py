@@ -4,9 +4,10 @@ The class (grading/attacks/classroom.py + hostile.py) is graded by the real CLI 
 two sandboxes at a time, with a secret in the grader's environment, a TCP port open on the
 grader's loopback, and this test holding an exclusive lock on the course gradebook for a while
 (a lock must delay merges, not abort the batch). Then: the honest students (before and after the
-attacks) and the solution get full marks, the blank and every attack get 0, the mutants lose
-the cells they must, every submission has a row, what the attacks printed says "blocked", and
-nothing they tried is left on the host (files, processes, gradebook rows, triggers).
+attacks) and the solution get full marks, the blank and every attack get 0, a mutant loses
+the cells it must and keeps the others, every submission has a row, what the attacks printed
+says "blocked", and nothing they tried is left on the host (files, processes, gradebook rows,
+triggers).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import hostile  # noqa: E402
 LAB = "lab0_baseline"
 SECRET = "s3cr3t-do-not-leak-7f1c"
 FIRST_UID, NUM_JOBS = 63100, 2  # a uid range no other batch uses
+MAX_CPU_S = 25
+LOCK_HOLD_S = 8.0
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
 
@@ -72,21 +75,24 @@ def batch(tmp_path_factory):
     knows = hostile.Knowledge(course_db=str(course_db), repo=str(REPO), port=listener.getsockname()[1])
     honest, must_lose = classroom.honest_class(LAB)
     attacks = hostile.hostile_class(LAB, classroom.release_of(LAB), classroom.solution_answers(LAB), knows)
-    # Every mutant is proved in the round trip (tests/notebooks/test_roundtrip.py); here two of them (the
-    # first and the last) show that the sandboxed CLI grades per cell as the round trip does.
-    mutants = sorted(k for k in honest if k.startswith("mutant-"))
-    mutants = mutants[:1] + mutants[-1:] if len(mutants) > 1 else mutants
+    # Every mutant is proved in the round trip (tests/notebooks/test_roundtrip.py); here one (the first)
+    # shows that the sandboxed CLI grades per cell as the round trip does (some cells lost, the rest kept).
+    mutants = sorted(k for k in honest if k.startswith("mutant-"))[:1]
     must_lose = {k: must_lose[k] for k in mutants}
     students = {**attacks, "blank": honest["blank"], **{k: honest[k] for k in mutants}}
     config = classroom.make_course(LAB, course, students)
     stop, held = threading.Event(), []
-    locker = threading.Thread(target=_hold_lock, args=(course_db, 20.0, stop, held), daemon=True)
+    # The gradebook appears at the first merge, so the lock (1 s later) stalls that merge and every one
+    # behind it (both workers wait): 8 s is several of the merge's retries, and 8 s of an idle batch.
+    locker = threading.Thread(target=_hold_lock, args=(course_db, LOCK_HOLD_S, stop, held), daemon=True)
     locker.start()
     env = dict(os.environ, INFERLAB_FAST="1", **{hostile.SECRET_NAME: SECRET})
+    # CPU cap: an honest lab 0 sandbox uses ~8 s of CPU, the 40 MB printer ~16 s; the SIGINT-proof loop
+    # burns the whole cap before it is stopped, so the cap is most of that submission's cost.
     start = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "inferlab", "grade", LAB, "--config", str(config), "--jobs", str(NUM_JOBS),
-         "--max-notebook-s", "240", "--max-cpu-s", "60", "--max-memory-mb", "2048", "--max-procs", "192",
+         "--max-notebook-s", "240", "--max-cpu-s", str(MAX_CPU_S), "--max-memory-mb", "2048", "--max-procs", "192",
          "--first-uid", str(FIRST_UID), "--work-dir", str(course / "work"), "--keep"],
         env=env, capture_output=True, text=True, timeout=1800)
     wall_s = time.monotonic() - start
@@ -137,11 +143,16 @@ def test_blank_and_every_attack_get_zero(batch):
 def test_mutants_lose_their_cells(batch):
     from nbgrader.api import Gradebook
 
+    assert batch["must_lose"], "no mutant in the batch"
     with Gradebook(f"sqlite:///{batch['db']}") as gb:
+        names = [c.name for c in gb.find_notebook(LAB, LAB).grade_cells if c.cell_type == "code"]
         for student, cells in batch["must_lose"].items():
-            for cell in cells:
+            for cell in names:  # the cells it must lose are lost, every other cell keeps its full score
                 grade = gb.find_grade(cell, LAB, LAB, student)
-                assert grade.score < grade.max_score, (student, cell, grade.score)
+                if cell in cells:
+                    assert grade.score < grade.max_score, (student, cell, grade.score)
+                else:
+                    assert grade.score == grade.max_score, (student, cell, grade.score)
             assert batch["summary"]["students"][student]["status"] == "ok"
 
 

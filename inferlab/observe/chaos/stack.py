@@ -23,6 +23,7 @@ from inferlab.observe import slo
 from inferlab.observe.chaos.faults import FaultProxy, pause, resume
 from inferlab.observe.chaos.load import LoadDriver
 from inferlab.observe.prometheus import PrometheusServer
+from inferlab.procs import stop_process
 
 
 def _free_port() -> int:
@@ -191,13 +192,7 @@ class Stack:
             self.prometheus.stop()
         for r in self.replicas:
             r.proxy.stop()
-            if r.proc.poll() is None:
-                r.proc.terminate()
-                try:
-                    r.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    r.proc.kill()
-                    r.proc.wait(10)
+            stop_process(r.proc, grace_s=10.0)
             r.log.close()
 
     def __enter__(self) -> Stack:
