@@ -125,6 +125,17 @@ def _gather(pool: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     return pool.view(nkv, num_blocks, -1).index_select(1, tables.reshape(-1)).view(nkv, b, -1, d).transpose(0, 1)
 
 
+def _additive_masks(cache: dict, groups: list, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Each decode group's boolean mask [b, S] as an additive one [b, 1, 1, S] (0 or -inf) in `dtype`, built
+    once per step and reused by every layer (SDPA on CPU converts a boolean mask on every call, and its
+    kernel is ~20% faster with the float one: measured 1.3 ms vs 1.6 ms for 32 rows x 400 slots)."""
+    masks = cache.get(dtype)
+    if masks is None:
+        masks = cache[dtype] = [torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+                                .masked_fill_(~mask, float("-inf"))[:, None, None, :] for _, _, mask in groups]
+    return masks
+
+
 def _causal_tail(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """GQA attention of q [nh, T, d] as the last T of k, v [nkv, S, d] (causal over them) -> [nh, T, d]."""
     t, s = q.shape[1], k.shape[1]
@@ -158,6 +169,7 @@ class GatherAttention(AttentionBackend):
                 mask = torch.arange(max_blocks * bs, device=dev)[None, :] < inputs.seq_lens[rows][:, None]
                 groups.append((rows, tables, mask))
         inputs.meta["gather_groups"] = groups
+        inputs.meta["gather_float_masks"] = {}
 
     def decode_kv_slots(self, inputs: StepInputs) -> int:
         return sum(mask.numel() for _, _, mask in inputs.meta["gather_groups"])
@@ -166,12 +178,15 @@ class GatherAttention(AttentionBackend):
         n, nh, d = q.shape
         nkv = k_pool.shape[0]
         out = torch.empty_like(q)
-        for rows, tables, mask in inputs.meta["gather_groups"]:
+        groups = inputs.meta["gather_groups"]
+        if groups:
+            masks = _additive_masks(inputs.meta["gather_float_masks"], groups, q.dtype)
+        for (rows, tables, _), mask in zip(groups, masks if groups else ()):
             b = len(rows)
             kd = _gather(k_pool, tables).to(q.dtype)  # [b, nkv, S, d]
             vd = _gather(v_pool, tables).to(q.dtype)
             qd = q[rows].reshape(b, nkv, nh // nkv, d)
-            out[rows] = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask[:, None, None, :]).reshape(b, nh, d)
+            out[rows] = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask).reshape(b, nh, d)
         nd = inputs.num_decodes
         if inputs.num_seqs == nd:
             return out
