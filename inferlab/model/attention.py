@@ -131,7 +131,7 @@ def _gather(pool: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
 def _additive_masks(cache: dict, groups: list, dtype: torch.dtype) -> list[torch.Tensor]:
     """Each decode group's boolean mask [b, S] as an additive one [b, 1, 1, S] (0 or -inf) in `dtype`, built
     once per step and reused by every layer (SDPA on CPU converts a boolean mask on every call, and its
-    kernel is ~20% faster with the float one: measured 1.3 ms vs 1.6 ms for 32 rows x 400 slots)."""
+    kernel is 6-9% faster with the float one: 32 rows x 64/200/500 slots, min of 30 interleaved rounds)."""
     masks = cache.get(dtype)
     if masks is None:
         masks = cache[dtype] = [torch.zeros(mask.shape, dtype=dtype, device=mask.device)
