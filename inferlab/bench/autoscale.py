@@ -28,7 +28,7 @@ from inferlab.sim.main import build_parser as simulate_parser
 from inferlab.sim.main import run_on_trace
 from inferlab.trace_family import TraceSpec, evaluation_specs, generate
 
-POLICIES = ("slo", "hpa", "ray", "kpa", "static", "oracle")
+POLICIES = ("slo", "forecast", "hpa", "ray", "kpa", "static", "oracle")
 BASELINES = ("hpa", "ray")
 TARGETS = {"attainment_mean_smooth": 0.99, "attainment_mean_bursty": 0.97, "attainment_min": 0.95,
            "gpu_h_over_oracle_mean": 1.3, "gpu_h_over_oracle_max": 1.5, "actions_per_hour_mean": 6.0,

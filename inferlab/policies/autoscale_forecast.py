@@ -19,9 +19,9 @@ load one **horizon** ahead, horizon = `ctx.cold_start_s` + one control period:
 - urgent scale-up: a queue longer than `urgent_waiting_per_replica` per ready replica, with no
   replica already starting, adds replicas for it at once (no hold);
 - scale-up otherwise once the wanted count has exceeded the fleet for `upscale_hold_s`;
-- scale-down only `downscale_horizons` horizons after the last action, and only to the highest
-  (forecast + band) seen over that time: a forecast made in that window is never undone by it,
-  and the fleet does not flap on a constant load.
+- scale-down only `downscale_horizons` horizons after the last action, and only to a high quantile
+  (`downscale_quantile`, 0.9) of the (forecast + band) seen over that time: a forecast made in that
+  window is not undone by it, and the fleet does not flap on a constant load.
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ DEFAULT_CONTROL_PERIOD_S = 2.0  # the simulator's control period; measured from 
 
 @dataclass(frozen=True)
 class ForecastParams:
-    """Knobs of `forecast_policy`. Defaults: the best of seven designs on tune hours (20-minute, x10, seed 0;
-    README): a peak band, a 30 s upscale hold and a 6-horizon (~9 min) wait before scaling down."""
+    """Knobs of `forecast_policy`. Defaults: the best of the designs on tune hours (README): a peak band, a 30 s
+    upscale hold, a 6-horizon (~9 min) wait before scaling down, to the 90th percentile of the wait's forecasts,
+    and a target utilisation of 0.80: the busy signal at a replica's SLO capacity (`inferlab.sim.capacity`:
+    Llama-2-7B on H100, SLO 2 s / 0.2 s, a fleet of 4, both trace kinds: 0.83), rounded down, not a tuned constant."""
 
-    target_utilization: float = 0.75
+    target_utilization: float = 0.80
     attainment_target: float = 0.97
     band: str = "peak"
     signal: str = "busy"  # "busy": summed utilisation; "need": the slo policy's need (utilisation + queue)
@@ -52,7 +54,7 @@ class ForecastParams:
     downscale_horizons: float = 6.0
     max_upscale_ratio: float = 4.0
     band_horizons: float = 1.0  # the band's peak (or deviation) is taken over this many horizons
-    downscale_quantile: float = 1.0  # scale down to this quantile of (forecast + band) over the wait (1: its peak)
+    downscale_quantile: float = 0.9  # scale down to this quantile of (forecast + band) over the wait (1: its peak)
 
     def __post_init__(self) -> None:
         if not 0 < self.target_utilization <= 1:

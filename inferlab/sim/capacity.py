@@ -11,7 +11,7 @@ that target is the share of a replica's capacity it may use. Instead of a tuned 
   bisection in the simulator;
 - `utilization`: the autoscalers' busy signal at that rate, per replica: the larger of the summed compute
   utilisation (share of the token budget, time-weighted) and KV utilisation (reserved tokens over the
-  cache), averaged over the control periods after the first minute.
+  cache), averaged over the control periods from the second minute to the last arrival.
 """
 
 from __future__ import annotations
@@ -62,9 +62,10 @@ def _steady_run(model: StepTimeModel, slo: SLO, replica: ReplicaConfig, context:
     counts = np.full(minutes, int(round(rate_per_s * 60)))
     trace = synthesize(minute_count_arrivals(counts, rng, burstiness), context, generated, rng)
     seen: list[tuple[float, float]] = []
+    last_arrival = trace[-1].arrival_time_s
 
     def record(ctx: Any) -> tuple[int, dict[str, Any]]:
-        if ctx.current_time >= 60.0:
+        if 60.0 <= ctx.current_time <= last_arrival:  # steady state: not the first minute, not the drain
             metrics = ctx.aggregated_metrics
             seen.append((sum(metrics["compute_utilization"].values()), sum(metrics["kv_utilization"].values())))
         return ctx.target_num_replicas, ctx.policy_state

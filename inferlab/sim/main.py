@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from inferlab.metrics import SLO, summarize
-from inferlab.policies import autoscale, route, slo_aware
+from inferlab.policies import autoscale, autoscale_forecast, route, slo_aware
 from inferlab.sim.cluster import ClusterConfig, simulate
 from inferlab.sim.oracle import OraclePlan, oracle_plan
 from inferlab.sim.replica import ReplicaConfig
@@ -39,6 +39,7 @@ AUTOSCALERS: dict[str, Callable[..., Any]] = {
     "ray": autoscale.ray_default_policy,
     "kpa": autoscale.kpa_policy,
     "slo": slo_aware.slo_aware_policy,
+    "forecast": autoscale_forecast.forecast_policy,
 }
 PLANNED = ("static", "oracle")  # built from the oracle plan
 # causal frontiers, also from the plan: "oracle-late" knows each window's need at its start (ready one cold

@@ -36,3 +36,15 @@ def test_bad_input_is_named():
         replica_capacity(MODEL, SLO(2.0, 0.2), kind.context, kind.generated, attainment=1.0)
     with pytest.raises(ValueError, match="num_replicas"):
         replica_capacity(MODEL, SLO(2.0, 0.2), kind.context, kind.generated, num_replicas=0)
+
+
+def test_forecast_target_utilisation_is_the_derived_capacity():
+    """The forecast policy's target is the busy signal at a replica's SLO capacity (fleet of 4, each kind's
+    mid burstiness), not a free constant: the two agree within the coarse bisection's resolution."""
+    from inferlab.policies.autoscale_forecast import FORECAST
+
+    for name in ("bursty", "smooth"):
+        kind = KINDS[name]
+        derived = replica_capacity(MODEL, SLO(2.0, 0.2), kind.context, kind.generated, num_replicas=4,
+                                   burstiness=sum(kind.burstiness) / 2, minutes=2, num_bisections=6)
+        assert abs(derived.utilization - FORECAST.target_utilization) <= 0.1, (name, derived)
