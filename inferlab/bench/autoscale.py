@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="one 10-minute trace per kind (the suite's form)")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4), help="traces simulated in parallel")
     p.add_argument("--policies", default=",".join(POLICIES),
-                   help=f"comma-separated subset of {','.join(POLICIES)}, or the causal frontiers {','.join(FRONTIERS)}")
+                   help=f"comma-separated subset of {','.join(POLICIES)}, "
+                        f"or the causal frontiers {','.join(FRONTIERS)}")
     p.add_argument("--json-out", help="also write every trace's rows here")
     p.add_argument("--rows", help="append each trace's rows to this JSON-lines file as it finishes, and skip "
                                   "the traces it already holds (resume a long run)")

@@ -57,7 +57,8 @@ def tpot_token_budget(model: StepTimeModel, slo: SLO, replica: ReplicaConfig) ->
 
 
 def _steady_run(model: StepTimeModel, slo: SLO, replica: ReplicaConfig, context: LengthDist, generated: LengthDist,
-                rate_per_s: float, num_replicas: int, minutes: int, burstiness: float, seed: int) -> tuple[float, float, float]:
+                rate_per_s: float, num_replicas: int, minutes: int, burstiness: float,
+                seed: int) -> tuple[float, float, float]:
     rng = np.random.default_rng(seed)
     counts = np.full(minutes, int(round(rate_per_s * 60)))
     trace = synthesize(minute_count_arrivals(counts, rng, burstiness), context, generated, rng)
