@@ -23,11 +23,12 @@ from typing import Any
 
 from tqdm import tqdm
 
+from inferlab.sim.main import FRONTIERS
 from inferlab.sim.main import build_parser as simulate_parser
 from inferlab.sim.main import run_on_trace
 from inferlab.trace_family import TraceSpec, evaluation_specs, generate
 
-POLICIES = ("slo", "hpa", "ray", "kpa", "static", "oracle")
+POLICIES = ("slo", "forecast", "hpa", "ray", "kpa", "static", "oracle")
 BASELINES = ("hpa", "ray")
 TARGETS = {"attainment_mean_smooth": 0.99, "attainment_mean_bursty": 0.97, "attainment_min": 0.95,
            "gpu_h_over_oracle_mean": 1.3, "gpu_h_over_oracle_max": 1.5, "actions_per_hour_mean": 6.0,
@@ -93,15 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="inferlab bench autoscale", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="one 10-minute trace per kind (the suite's form)")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4), help="traces simulated in parallel")
-    p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated subset of {','.join(POLICIES)}")
+    p.add_argument("--policies", default=",".join(POLICIES),
+                   help=f"comma-separated subset of {','.join(POLICIES)}, "
+                        f"or the causal frontiers {','.join(FRONTIERS)}")
     p.add_argument("--json-out", help="also write every trace's rows here")
     p.add_argument("--rows", help="append each trace's rows to this JSON-lines file as it finishes, and skip "
                                   "the traces it already holds (resume a long run)")
     args = p.parse_args(argv)
     policies = tuple(x.strip() for x in args.policies.split(",") if x.strip())
-    unknown = [x for x in policies if x not in POLICIES]
+    unknown = [x for x in policies if x not in POLICIES + FRONTIERS]
     if unknown or not policies:
-        print(f"inferlab bench autoscale: --policies: unknown {unknown or '(empty)'}; known: {', '.join(POLICIES)}",
+        print(f"inferlab bench autoscale: --policies: unknown {unknown or '(empty)'}; "
+              f"known: {', '.join(POLICIES + FRONTIERS)}",
               file=sys.stderr)
         return 2
     if args.jobs < 1:

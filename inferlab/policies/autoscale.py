@@ -321,21 +321,40 @@ def kpa_policy(ctx: Any, params: KpaParams = KPA) -> tuple[int, dict[str, Any]]:
 
 # ---------------------------------------------------------------- offline oracle
 
-def make_oracle_policy(schedule: Sequence[int], window_s: float = 300.0) -> Policy:
+def make_oracle_policy(schedule: Sequence[int], window_s: float = 300.0, lead_s: float | None = None) -> Policy:
     """Offline oracle: replicas needed in each `window_s` window, known in advance.
 
-    It launches a window's replicas one cold start early and drops surplus at the
-    window's start. `schedule[i]` is the count for [i*window_s, (i+1)*window_s).
+    It launches a window's replicas `lead_s` early (None: one cold start, so they are
+    ready when the window starts; 0: at the window's start, ready one cold start late)
+    and drops surplus at the window's start. `schedule[i]` is the count for
+    [i*window_s, (i+1)*window_s).
     """
     if not schedule or min(schedule) < 0 or window_s <= 0:
         raise ValueError("oracle needs a non-empty schedule of counts >= 0 and window_s > 0")
+    if lead_s is not None and lead_s < 0:
+        raise ValueError(f"oracle lead_s must be >= 0, got {lead_s}")
     counts = list(schedule)
 
     def oracle_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
         now = ctx.current_time
-        lead = getattr(ctx, "cold_start_s", 0.0)
+        lead = getattr(ctx, "cold_start_s", 0.0) if lead_s is None else lead_s
         here = counts[min(int(now // window_s), len(counts) - 1)]
         ahead = counts[min(int((now + lead) // window_s), len(counts) - 1)]
         return clamp(ctx, max(here, ahead)), dict(ctx.policy_state)
 
     return oracle_policy
+
+
+def lagged_schedule(schedule: Sequence[int], num_windows: int, factor: float = 1.0) -> list[int]:
+    """A causal frontier: window i gets ceil(factor x the largest need of the `num_windows` windows before it).
+
+    With `make_oracle_policy(..., lead_s=0)` this is a policy that knows the past exactly (every finished
+    window's oracle count) and nothing of the future: window i's count is decided at its start and ready one
+    cold start later. Window 0 keeps its own count (every policy starts there).
+    """
+    if num_windows < 1 or not factor > 0 or not schedule:
+        raise ValueError(f"lagged_schedule needs a schedule, num_windows >= 1 and factor > 0, "
+                         f"got {num_windows} and {factor}")
+    counts = list(schedule)
+    return counts[:1] + [math.ceil(factor * max(counts[max(0, i - num_windows):i]) - 1e-9)
+                         for i in range(1, len(counts))]

@@ -19,9 +19,9 @@ load one **horizon** ahead, horizon = `ctx.cold_start_s` + one control period:
 - urgent scale-up: a queue longer than `urgent_waiting_per_replica` per ready replica, with no
   replica already starting, adds replicas for it at once (no hold);
 - scale-up otherwise once the wanted count has exceeded the fleet for `upscale_hold_s`;
-- scale-down only `downscale_horizons` horizons after the last action, and only to the highest
-  (forecast + band) seen over that time: a forecast made in that window is never undone by it,
-  and the fleet does not flap on a constant load.
+- scale-down only `downscale_horizons` horizons after the last action, and only to a high quantile
+  (`downscale_quantile`, 0.9) of the (forecast + band) seen over that time: a forecast made in that
+  window is not undone by it, and the fleet does not flap on a constant load.
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ DEFAULT_CONTROL_PERIOD_S = 2.0  # the simulator's control period; measured from 
 
 @dataclass(frozen=True)
 class ForecastParams:
-    """Knobs of `forecast_policy`. Defaults: the best of seven designs on tune hours (20-minute, x10, seed 0;
-    README): a peak band, a 30 s upscale hold and a 6-horizon (~9 min) wait before scaling down."""
+    """Knobs of `forecast_policy`. Defaults: the best of the designs on tune hours (README): a peak band, a 30 s
+    upscale hold, a 6-horizon (~9 min) wait before scaling down, to the 90th percentile of the wait's forecasts,
+    and a target utilisation of 0.80: the busy signal at a replica's SLO capacity (`inferlab.sim.capacity`:
+    Llama-2-7B on H100, SLO 2 s / 0.2 s, a fleet of 4, both trace kinds: 0.83), rounded down, not a tuned constant."""
 
-    target_utilization: float = 0.75
+    target_utilization: float = 0.80
     attainment_target: float = 0.97
     band: str = "peak"
     signal: str = "busy"  # "busy": summed utilisation; "need": the slo policy's need (utilisation + queue)
@@ -51,6 +53,8 @@ class ForecastParams:
     urgent_waiting_per_replica: float = 16.0
     downscale_horizons: float = 6.0
     max_upscale_ratio: float = 4.0
+    band_horizons: float = 1.0  # the band's peak (or deviation) is taken over this many horizons
+    downscale_quantile: float = 0.9  # scale down to this quantile of (forecast + band) over the wait (1: its peak)
 
     def __post_init__(self) -> None:
         if not 0 < self.target_utilization <= 1:
@@ -64,6 +68,10 @@ class ForecastParams:
         for name in ("level_window_s", "upscale_hold_s", "urgent_waiting_per_replica", "downscale_horizons"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ForecastParams.{name} must be >= 0, got {getattr(self, name)}")
+        if self.band_horizons < 1:
+            raise ValueError(f"ForecastParams.band_horizons must be >= 1, got {self.band_horizons}")
+        if not 0 < self.downscale_quantile <= 1:
+            raise ValueError(f"ForecastParams.downscale_quantile must be in (0, 1], got {self.downscale_quantile}")
         if self.max_upscale_ratio < 1:
             raise ValueError(f"ForecastParams.max_upscale_ratio must be >= 1, got {self.max_upscale_ratio}")
 
@@ -111,14 +119,15 @@ def forecast_policy(ctx: Any, params: ForecastParams = FORECAST) -> tuple[int, d
     horizon = (getattr(ctx, "cold_start_s", 0.0) or 0.0) + period
     wait = params.downscale_horizons * horizon
     started = state.setdefault("fc_started_s", now)
-    keep = max(horizon, params.level_window_s) + 1e-9
+    band_span = params.band_horizons * horizon
+    keep = max(band_span, params.level_window_s) + 1e-9
     load = load_now(ctx) if params.signal == "busy" else need_now(ctx) * params.target_utilization
     rows = [r for r in state.get("fc_load", []) if now - r[0] <= keep] + [[now, load]]
     state["fc_load"] = rows
     level_rows = [r[1] for r in rows if now - r[0] <= params.level_window_s + 1e-9]
     level = sum(level_rows) / len(level_rows)
     window = [r for r in rows if now - r[0] <= horizon + 1e-9]
-    values = [r[1] for r in window]
+    values = [r[1] for r in rows if now - r[0] <= band_span + 1e-9]
     if params.band == "std":
         mean = sum(values) / len(values)
         band = params.z * math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
@@ -146,7 +155,8 @@ def forecast_policy(ctx: Any, params: ForecastParams = FORECAST) -> tuple[int, d
     state["fc_above_since"] = None
     if now - (started if last_action is None else last_action) < wait - 1e-9:
         return clamp(ctx, current), state
-    down = max(r[1] for r in uppers) / params.target_utilization
+    held = sorted(r[1] for r in uppers)
+    down = held[min(len(held) - 1, int(params.downscale_quantile * len(held)))] / params.target_utilization
     if math.ceil(down - 1e-9) < current:
         state["fc_last_action_s"] = now
         return clamp(ctx, down), state

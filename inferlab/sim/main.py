@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from inferlab.metrics import SLO, summarize
-from inferlab.policies import autoscale, route, slo_aware
+from inferlab.policies import autoscale, autoscale_forecast, route, slo_aware
 from inferlab.sim.cluster import ClusterConfig, simulate
 from inferlab.sim.oracle import OraclePlan, oracle_plan
 from inferlab.sim.replica import ReplicaConfig
@@ -39,8 +39,12 @@ AUTOSCALERS: dict[str, Callable[..., Any]] = {
     "ray": autoscale.ray_default_policy,
     "kpa": autoscale.kpa_policy,
     "slo": slo_aware.slo_aware_policy,
+    "forecast": autoscale_forecast.forecast_policy,
 }
 PLANNED = ("static", "oracle")  # built from the oracle plan
+# causal frontiers, also from the plan: "oracle-late" knows each window's need at its start (ready one cold
+# start late); "oracle-lagK" provisions each window for the largest need of the K windows before it
+FRONTIERS = ("oracle-late", "oracle-lag1", "oracle-lag2", "oracle-lag3")
 ROUTERS: dict[str, Callable[..., Any]] = dict(route.ROUTERS)
 SPOT_PRICE_RATIO = 0.35  # assumed: spot GPUs list at roughly 60-70% below on-demand
 
@@ -55,7 +59,7 @@ def resolve(name: str, table: dict[str, Callable[..., Any]], kind: str) -> Calla
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as err:
             raise ValueError(f"--{kind}: cannot import {name!r} ({err})") from None
-    raise ValueError(f"--{kind}: unknown {name!r}; shipped: {', '.join(list(table) + ([*PLANNED] if kind == 'autoscaler' else []))} "
+    raise ValueError(f"--{kind}: unknown {name!r}; shipped: {', '.join(list(table) + ([*PLANNED, *FRONTIERS] if kind == 'autoscaler' else []))} "
                      "or module:function")
 
 
@@ -131,6 +135,11 @@ def run_on_trace(trace: Sequence[TraceRequest], args: argparse.Namespace, starte
         policy, initial = autoscale.make_static_policy(plan.peak_replicas), plan.peak_replicas
     elif args.autoscaler == "oracle":
         policy, initial = autoscale.make_oracle_policy(plan.schedule, args.window_s), plan.schedule[0]
+    elif args.autoscaler == "oracle-late":
+        policy, initial = autoscale.make_oracle_policy(plan.schedule, args.window_s, lead_s=0.0), plan.schedule[0]
+    elif args.autoscaler.startswith("oracle-lag") and args.autoscaler[len("oracle-lag"):].isdigit():
+        lagged = autoscale.lagged_schedule(plan.schedule, int(args.autoscaler[len("oracle-lag"):]))
+        policy, initial = autoscale.make_oracle_policy(lagged, args.window_s, lead_s=0.0), plan.schedule[0]
     else:
         policy, initial = resolve(args.autoscaler, AUTOSCALERS, "autoscaler"), plan.schedule[0]
     max_replicas = max(args.max_replicas, plan.peak_replicas)

@@ -252,3 +252,28 @@ def test_config_validation_names_the_field() -> None:
         AutoscalingConfig(min_replicas=3, max_replicas=2)
     with pytest.raises(ValueError, match="target_ongoing_requests"):
         AutoscalingConfig(target_ongoing_requests=0)
+
+
+def test_lagged_schedule_knows_only_the_past():
+    from inferlab.policies.autoscale import lagged_schedule
+
+    schedule = [2, 2, 6, 2, 3, 2]
+    assert lagged_schedule(schedule, 1) == [2, 2, 2, 6, 2, 3]  # the burst window is met one window late
+    assert lagged_schedule(schedule, 2) == [2, 2, 2, 6, 6, 3]
+    assert lagged_schedule(schedule, 1, factor=1.5) == [2, 3, 3, 9, 3, 5]
+    with pytest.raises(ValueError, match="num_windows"):
+        lagged_schedule(schedule, 0)
+
+
+def test_oracle_without_lead_asks_at_the_window_start():
+    from inferlab.policies.autoscale import AutoscalingContext, make_oracle_policy
+
+    def ask(policy, now):
+        ctx = AutoscalingContext(current_num_replicas=1, target_num_replicas=1, total_num_requests=0,
+                                 total_queued_requests=0, capacity_adjusted_min_replicas=1,
+                                 capacity_adjusted_max_replicas=16, current_time=now, cold_start_s=90.0)
+        return policy(ctx)[0]
+
+    early, late = make_oracle_policy([1, 5], 300.0), make_oracle_policy([1, 5], 300.0, lead_s=0.0)
+    assert ask(early, 250.0) == 5 and ask(late, 250.0) == 1  # one cold start before window 1
+    assert ask(late, 300.0) == 5

@@ -30,7 +30,8 @@ def _args(trace: str, *extra: str) -> list[str]:
             "--slo-ttft-s", "2", "--slo-tpot-s", "0.2", *extra]
 
 
-@pytest.mark.parametrize("autoscaler", ["slo", "static", "inferlab.policies.autoscale:hpa_policy"])
+@pytest.mark.parametrize("autoscaler", ["slo", "static", "forecast", "oracle-lag1",
+                                        "inferlab.policies.autoscale:hpa_policy"])
 def test_simulate_prints_json_last(trace_csv: str, autoscaler: str, capsys) -> None:
     assert sim_main.main(_args(trace_csv, "--autoscaler", autoscaler, "--cold-start-s", "90",
                                "--rate-scale", "8", "--spot-fraction", "0.5")) == 0
