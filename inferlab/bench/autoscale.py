@@ -59,20 +59,25 @@ def summarize(results: list[dict[str, Any]], policies: tuple[str, ...] = POLICIE
     """Per policy: mean/worst attainment (also per kind), mean/worst GPU-h over oracle, actions/h, beat shares."""
     out: dict[str, dict[str, float]] = {}
     for policy in policies:
-        rows = [r["policies"][policy] for r in results]
+        have = [r for r in results if policy in r["policies"]]  # a resumed --rows file may lack a policy on some traces
+        if not have:
+            continue
+        rows = [r["policies"][policy] for r in have]
         att = [row["attainment"] for row in rows]
         ratio = [row["gpu_h_over_oracle"] for row in rows]
         summary = {
             "attainment_min": min(att), "attainment_mean": sum(att) / len(att),
             "gpu_h_over_oracle_mean": sum(ratio) / len(ratio), "gpu_h_over_oracle_max": max(ratio),
             "actions_per_hour_mean": sum(row["actions_per_hour"] for row in rows) / len(rows),
+            "num_traces": len(have),
         }
-        for kind in sorted({r["kind"] for r in results}):
-            kind_att = [r["policies"][policy]["attainment"] for r in results if r["kind"] == kind]
+        for kind in sorted({r["kind"] for r in have}):
+            kind_att = [r["policies"][policy]["attainment"] for r in have if r["kind"] == kind]
             summary[f"attainment_mean_{kind}"] = sum(kind_att) / len(kind_att)
         for base in BASELINES:
-            if base != policy and base in results[0]["policies"]:
-                wins = [_beats(r["policies"][policy], r["policies"][base]) for r in results]
+            both = [r for r in have if base in r["policies"]]
+            if base != policy and both:
+                wins = [_beats(r["policies"][policy], r["policies"][base]) for r in both]
                 summary[f"beats_{base}_share"] = sum(wins) / len(wins)
         out[policy] = summary
     return out

@@ -103,3 +103,17 @@ def test_bench_autoscale_rows_resume_runs_only_missing_policies(tmp_path, capsys
     assert out["oracle"]["gpu_h_over_oracle_max"] == 3.0
     appended = [json.loads(line) for line in rows.read_text().splitlines()[2:]]
     assert [r["trace"] for r in appended] == [second.name]
+
+
+def test_summary_of_rows_where_a_policy_lacks_some_traces():
+    def row(kind, **att):
+        return {"kind": kind, "policies": {p: {"attainment": a, "gpu_h_over_oracle": 1.0 + (1 - a),
+                                              "actions_per_hour": 2.0} for p, a in att.items()}}
+    results = [row("bursty", slo=0.9, hpa=0.8, ray=0.7), row("smooth", slo=0.99, hpa=0.95),
+               row("smooth", hpa=0.97)]  # slo missing on the third trace, ray on two
+    summary = bench_autoscale.summarize(results, policies=("slo", "hpa", "ray", "kpa"))
+    assert "kpa" not in summary  # no trace has it
+    assert summary["slo"]["num_traces"] == 2 and summary["slo"]["attainment_min"] == pytest.approx(0.9)
+    assert summary["slo"]["beats_hpa_share"] == 1.0  # over the two traces that have both
+    assert summary["slo"]["beats_ray_share"] == 1.0 and summary["hpa"]["beats_ray_share"] == 1.0
+    assert summary["ray"]["num_traces"] == 1 and "attainment_mean_smooth" not in summary["ray"]
