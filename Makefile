@@ -43,14 +43,17 @@ endif
 	# System packages, installed where missing and where we may (root): Debian's chromium for the
 	# dashboard's browser test (playwright's own browser download cannot be used here), iproute2
 	# for `inferlab grade`'s network namespaces, prometheus (with promtool) for lab 6 and the SLO rules'
-	# unit tests (the kit runs its own on loopback; the package's service does not matter). Elsewhere
+	# unit tests (the kit runs its own on loopback; the package's service does not matter), gcc for the
+	# engine's C kernels (inferlab/model/csrc; without it the engine runs its torch paths). Elsewhere
 	# those tests skip and say why.
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v cc >/dev/null || missing="$$missing gcc"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing="$$missing prometheus"; \
 	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
 	  echo "not installed (needs root and apt-get):$$missing; the tests that need them will skip"
+	$(BIN)/python -c "from inferlab.model import native; print(native.unavailable_reason() or 'native CPU kernels: built')"
 	touch $@
 
 $(PYTRITON):

@@ -30,7 +30,8 @@ class EngineConfig(BatchLimits):
         max_finished_requests: finished requests kept in `LLMEngine.finished` (None: all, for offline
             runs; a server sets a bound so its memory stays flat).
         max_step_records: step records kept in `LLMEngine.step_records` (None: all, for profiling).
-        attention_backend: "gather" (the reference) or "flex" (paged FlexAttention, in place);
+        attention_backend: "gather" (the reference), "native" (a C kernel reading K/V in place; CPU, fp32)
+            or "flex" (paged FlexAttention, in place);
             None: the device's default (`inferlab.model.attention.make_backend`).
         enable_cuda_graphs: replay decode-only steps from CUDA graphs captured per padded batch
             size (CUDA only; ignored elsewhere).
@@ -60,8 +61,8 @@ class EngineConfig(BatchLimits):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"EngineConfig.{name} must be None (keep all) or an integer >= 0, got {value!r}")
-        if self.attention_backend not in (None, "gather", "flex"):
-            raise ValueError(f"EngineConfig.attention_backend must be None, 'gather' or 'flex', "
+        if self.attention_backend not in (None, "gather", "native", "flex"):
+            raise ValueError(f"EngineConfig.attention_backend must be None, 'gather', 'native' or 'flex', "
                              f"got {self.attention_backend!r}")
         if not isinstance(self.enable_cuda_graphs, bool):
             raise ValueError(f"EngineConfig.enable_cuda_graphs must be a bool, got {self.enable_cuda_graphs!r}")

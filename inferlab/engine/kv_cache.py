@@ -178,13 +178,19 @@ class PagedBlockAllocator(BlockAllocator):
     def cache_blocks(self, token_ids: Sequence[int], block_table: list[int], num_computed_tokens: int) -> None:
         if not self.enable_prefix_caching:
             return
-        bs, prev = self.block_size, None
-        for i in range(min(num_computed_tokens // bs, len(block_table))):
+        bs = self.block_size
+        num_full = min(num_computed_tokens // bs, len(block_table))
+        # a table's keyed blocks are a prefix of it (cache hits first, then keys given in order; a block taken
+        # from the free list has none): start after it, so a step costs its new blocks, not the whole table
+        start = num_full
+        while start > 0 and self._block_hash[block_table[start - 1]] is None:
+            start -= 1
+        prev = self._block_hash[block_table[start - 1]] if start else None
+        for i in range(start, num_full):
             block = block_table[i]
-            if self._block_hash[block] is None:
-                tokens = tuple(token_ids[i * bs:(i + 1) * bs])
-                self._block_hash[block], self._block_tokens[block] = _chain_hash(prev, tokens), tokens
-                self._hash_to_block.setdefault(self._block_hash[block], block)
+            tokens = tuple(token_ids[i * bs:(i + 1) * bs])
+            self._block_hash[block], self._block_tokens[block] = _chain_hash(prev, tokens), tokens
+            self._hash_to_block.setdefault(self._block_hash[block], block)
             prev = self._block_hash[block]
 
     def num_cached_blocks(self) -> int:

@@ -76,7 +76,9 @@ class ModelRunner:
         self.pool = KVBlockPool(mc.num_hidden_layers, config.num_kv_blocks + 1, config.block_size,
                                 mc.num_key_value_heads, mc.head_dim, self.device, config.torch_dtype)
         self.scratch_block = config.num_kv_blocks
-        self.backend = make_backend(config.attention_backend, self.device)
+        weights = model.lm_head.weight.dtype  # the native kernels need fp32 weights and pool
+        self.backend = make_backend(config.attention_backend, self.device,
+                                    config.torch_dtype if weights == torch.float32 else weights)
         self.max_blocks_per_seq = cdiv(config.max_model_len, config.block_size)
         self.block_tables = torch.zeros(config.max_num_seqs, self.max_blocks_per_seq, dtype=torch.long,
                                         device=self.device)  # persistent: row r belongs to one request

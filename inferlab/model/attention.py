@@ -8,12 +8,14 @@ consumes it, and every layer hands its queries to an `AttentionBackend`:
 
 - `GatherAttention` (the reference, written to be read): decodes in groups padded to their
   longest context, prefill chunks one by one; K/V gathered out of the pool by block table.
+- `NativePagedAttention`: decodes through a C kernel that reads K/V in place from the pool
+  (`inferlab.model.native`), prefill chunks as the gather path does; the CPU's default.
 - `FlexPagedAttention`: one call per layer for every chunk and decode of the step, reading
   K/V in place from the pool with PyTorch FlexAttention and a block mask built from the
   block tables (the pool itself is the key sequence; the mask says which slots each query
   may see). On CUDA this is the fast path; on CPU FlexAttention runs eagerly (no compiled
-  kernel), so `default_backend` picks the gather path there (`inferlab bench engine
-  --attention-backend` measures both).
+  kernel), so `default_backend` picks the native kernel (or the gather path) there
+  (`inferlab bench engine --attention-backend` measures them).
 
 Layouts: pool tensors [nkv, num_blocks, B, d] (head-major, see `inferlab.engine.kv_cache`); a slot is
 block * B + offset; q [N, nh, d].
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from inferlab.ints import cdiv
+from inferlab.model.step_ops import TORCH_OPS, NativeStepOps, TorchStepOps
 
 DECODE_GROUP_SIZE = 12  # decode rows per gather-attention call; each group is padded to its longest context.
 # 12, not 32: on the bench's --quick workload (128 decodes, block 4) a group of 32 read 955k K/V slots over the run,
@@ -91,14 +94,6 @@ def decode_kv_slots(context_lens: list[int], block_size: int, group_size: int = 
     return total
 
 
-def write_kv(k_pool: torch.Tensor, v_pool: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-             slot_mapping: torch.Tensor) -> None:
-    """Store the new tokens' k, v [N, nkv, d] into their pool slots."""
-    nkv, d = k_pool.shape[0], k_pool.shape[-1]
-    k_pool.view(nkv, -1, d).index_copy_(1, slot_mapping, k.transpose(0, 1).to(k_pool.dtype))
-    v_pool.view(nkv, -1, d).index_copy_(1, slot_mapping, v.transpose(0, 1).to(v_pool.dtype))
-
-
 class AttentionBackend:
     """Attends each new token of a step to its sequence's K/V in the pool (written already).
 
@@ -106,6 +101,8 @@ class AttentionBackend:
     """
 
     name = "base"
+    decode_group_size = 1  # decodes whose K/V reads are padded to their longest (`decode_kv_slots`)
+    step_ops: TorchStepOps = TORCH_OPS  # the step's element-wise work (`inferlab.model.step_ops`)
 
     def prepare(self, inputs: StepInputs, num_pool_blocks: int) -> None:
         """Derive per-step metadata into `inputs.meta` (default: nothing)."""
@@ -156,6 +153,7 @@ class GatherAttention(AttentionBackend):
     """
 
     name = "gather"
+    decode_group_size = DECODE_GROUP_SIZE
 
     def prepare(self, inputs: StepInputs, num_pool_blocks: int) -> None:
         nd, bs = inputs.num_decodes, inputs.block_size
@@ -178,9 +176,17 @@ class GatherAttention(AttentionBackend):
         return sum(mask.numel() for _, _, mask in inputs.meta["gather_groups"])
 
     def forward(self, q, k, v, k_pool, v_pool, inputs):
-        n, nh, d = q.shape
-        nkv = k_pool.shape[0]
         out = torch.empty_like(q)
+        if inputs.num_decodes:
+            self._decodes(q, k_pool, v_pool, inputs, out)
+        if inputs.num_seqs > inputs.num_decodes:
+            self._prefills(q, k, v, k_pool, v_pool, inputs, out)
+        return out
+
+    def _decodes(self, q, k_pool, v_pool, inputs, out) -> None:
+        """Rows [0, num_decodes) of out: each decode against its sequence's K/V."""
+        nh, d = q.shape[1:]
+        nkv = k_pool.shape[0]
         groups = inputs.meta["gather_groups"]
         masks = _additive_masks(inputs.meta["gather_float_masks"], groups, q.dtype)
         for (rows, tables, _), mask in zip(groups, masks):
@@ -189,11 +195,12 @@ class GatherAttention(AttentionBackend):
             vd = _gather(v_pool, tables).to(q.dtype)
             qd = q[rows].reshape(b, nkv, nh // nkv, d)
             out[rows] = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask).reshape(b, nh, d)
-        nd = inputs.num_decodes
-        if inputs.num_seqs == nd:
-            return out
-        # prefill chunks, head-major ([heads, tokens, d], contiguous: SDPA on CPU is ~3x slower on the
+
+    def _prefills(self, q, k, v, k_pool, v_pool, inputs, out) -> None:
+        """Rows [num_decodes, N) of out: each prefill chunk, causal over its sequence."""
+        # head-major ([heads, tokens, d], contiguous: SDPA on CPU is ~3x slower on the
         # token-major views); one copy per layer, then each chunk is a slice
+        nd = inputs.num_decodes
         qh, kh, vh = (x[nd:].transpose(0, 1).contiguous() for x in (q, k, v))
         oh = torch.empty_like(qh)
         bs, offset = inputs.block_size, 0
@@ -211,7 +218,37 @@ class GatherAttention(AttentionBackend):
                 oh[:, offset:offset + t] = _causal_tail(qc, kc, vc)
             offset += t
         out[nd:] = oh.transpose(0, 1)
-        return out
+
+
+class NativePagedAttention(GatherAttention):
+    """Decodes through a C kernel that reads K/V in place from the pool (`inferlab.model.native`);
+    prefill chunks as in the gather reference (SDPA's fused kernel is faster than a scalar loop there);
+    the step's element-wise work through the fused C kernels (`NativeStepOps`).
+
+    One kernel call per layer attends every decode of the step: no gather copy, no padding to a
+    group's longest context, each K/V block read once (prefetched, since blocks sit anywhere in the
+    pool). CPU, fp32 pool only; the default on a CPU when the kernel builds (`make_backend`).
+    """
+
+    name = "native"
+
+    def __init__(self) -> None:
+        from inferlab.model import native
+
+        if not native.available():
+            raise RuntimeError(f"attention backend 'native' is not available: {native.unavailable_reason()}")
+        self._kernel = native.paged_decode
+        self.step_ops = NativeStepOps()
+
+    def prepare(self, inputs: StepInputs, num_pool_blocks: int) -> None:
+        pass
+
+    def decode_kv_slots(self, inputs: StepInputs) -> int:
+        return AttentionBackend.decode_kv_slots(self, inputs)
+
+    def _decodes(self, q, k_pool, v_pool, inputs, out) -> None:
+        nd = inputs.num_decodes
+        self._kernel(q[:nd], k_pool, v_pool, inputs.block_tables[:nd], inputs.seq_lens[:nd], out[:nd])
 
 
 class FlexPagedAttention(AttentionBackend):
@@ -309,13 +346,28 @@ class StaticDecodeAttention(AttentionBackend):
         return out.reshape(b, nh, d)
 
 
-BACKENDS = {"gather": GatherAttention, "flex": FlexPagedAttention}
+BACKENDS = {"gather": GatherAttention, "native": NativePagedAttention, "flex": FlexPagedAttention}
 
 
-def make_backend(name: str | None, device: torch.device) -> AttentionBackend:
-    """The backend called `name` ("gather", "flex"), or the default for `device` when None."""
+def default_backend(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """The fastest backend measured for `device` and pool `dtype`: flex on CUDA; on a CPU the native
+    kernel for an fp32 pool when it builds (`inferlab bench engine --attention-backend` compares), else gather."""
+    if device.type == "cuda":
+        return "flex"
+    if device.type == "cpu" and dtype == torch.float32:
+        from inferlab.model import native
+
+        if native.available():
+            return "native"
+    return "gather"
+
+
+def make_backend(name: str | None, device: torch.device, dtype: torch.dtype = torch.float32) -> AttentionBackend:
+    """The backend called `name` ("gather", "native", "flex"), or `default_backend(device, dtype)` when None."""
     if name is None:
-        name = "flex" if device.type == "cuda" else "gather"
+        name = default_backend(device, dtype)
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose from {sorted(BACKENDS)}")
+    if name == "native" and (device.type != "cpu" or dtype != torch.float32):
+        raise ValueError(f"attention backend 'native' needs a CPU fp32 KV pool, got {dtype} on {device}")
     return BACKENDS[name]()

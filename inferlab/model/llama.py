@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inferlab.model.attention import AttentionBackend, StepInputs, write_kv
+from inferlab.model.attention import AttentionBackend, StepInputs
+from inferlab.model.step_ops import TorchStepOps, apply_rope
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,6 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate `x` [B, heads, T, d] by position: x·cos + rotate_half(x)·sin (half-split layout)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return (x * cos + rotated * sin).to(x.dtype)
-
-
 class KVCache:
     """Contiguous per-layer key/value tensors [B, nkv, S, d], grown by concatenation."""
 
@@ -178,15 +172,14 @@ class Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
 
     def forward_paged(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_pool: torch.Tensor,
-                      v_pool: torch.Tensor, inputs: StepInputs, backend: AttentionBackend) -> torch.Tensor:
-        """One step's flat batch x [N, H] (cos, sin [N, 1, d]) against a paged KV pool: one matmul for
-        q, k and v (`fused_weight`), RoPE on q and k at once, the new K/V written to their slots
-        (`inputs.slot_mapping`), then `backend` attends each token to its own sequence."""
+                      v_pool: torch.Tensor, inputs: StepInputs, backend: AttentionBackend,
+                      ops: TorchStepOps) -> torch.Tensor:
+        """One step's flat batch x [N, H] (cos, sin [N, d]) against a paged KV pool: one matmul for q, k and v
+        (`fused_weight`), RoPE on q and k and the new K/V written to their slots (`inputs.slot_mapping`) in
+        `ops.rope_store_kv`, then `backend` attends each token to its own sequence."""
         n, nh, nkv, d = x.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
         qkv = F.linear(x, fused_weight(self, (self.q_proj, self.k_proj, self.v_proj))).view(n, nh + 2 * nkv, d)
-        qk = apply_rope(qkv[:, :nh + nkv], cos, sin)  # [N, nh + nkv, d]
-        q, k, v = qk[:, :nh], qk[:, nh:], qkv[:, nh + nkv:]
-        write_kv(k_pool, v_pool, k, v, inputs.slot_mapping)
+        q, k, v = ops.rope_store_kv(qkv, cos, sin, k_pool, v_pool, inputs.slot_mapping)
         out = backend.forward(q, k, v, k_pool, v_pool, inputs)  # [N, nh, d]
         return self.o_proj(out.reshape(n, nh * d))
 
@@ -218,10 +211,10 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
-    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        """The same with gate and up as one matmul (`fused_weight`; the serving step's path)."""
-        gate, up = F.linear(x, fused_weight(self, (self.gate_proj, self.up_proj))).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+    def forward_fused(self, x: torch.Tensor, ops: TorchStepOps) -> torch.Tensor:
+        """The same with gate and up as one matmul (`fused_weight`) and the activation from `ops` (the serving
+        step's path)."""
+        return self.down_proj(ops.silu_mul(F.linear(x, fused_weight(self, (self.gate_proj, self.up_proj)))))
 
 
 class DecoderLayer(nn.Module):
@@ -300,17 +293,21 @@ class LlamaForCausalLM(nn.Module):
             inputs: the step's flat batch (prefill chunks and decodes), device tensors.
             k_pools, v_pools: per layer, the pool's K and V blocks [nkv, num_blocks, B, d]; the new
                 tokens' K/V are written into them.
-            backend: the attention backend (its `prepare` must have run for `inputs`).
+            backend: the attention backend (its `prepare` must have run for `inputs`); its `step_ops` do the
+                element-wise work (`inferlab.model.step_ops`).
         Returns:
             logits [len(inputs.logits_indices), vocab] (fp32) of each chunk's last token.
         """
-        cos, sin = rope_cos_sin(inputs.positions, self.config.head_dim, self.config.rope_theta)
-        cos, sin = cos[:, None], sin[:, None]  # [N, 1, d]: broadcast over heads
-        x = self.model.embed_tokens(inputs.token_ids)  # [N, H]
+        cos, sin = rope_cos_sin(inputs.positions, self.config.head_dim, self.config.rope_theta)  # [N, d]
+        ops = backend.step_ops
+        residual, delta = self.model.embed_tokens(inputs.token_ids), None  # [N, H]: the residual stream
         for layer, k_pool, v_pool in zip(self.model.layers, k_pools, v_pools):
-            x = x + layer.self_attn.forward_paged(layer.input_layernorm(x), cos, sin, k_pool, v_pool, inputs, backend)
-            x = x + layer.mlp.forward_fused(layer.post_attention_layernorm(x))
-        h = self.model.norm(x[inputs.logits_indices])
+            h, residual = ops.add_rms_norm(layer.input_layernorm, delta, residual)
+            delta = layer.self_attn.forward_paged(h, cos, sin, k_pool, v_pool, inputs, backend, ops)
+            h, residual = ops.add_rms_norm(layer.post_attention_layernorm, delta, residual)
+            delta = layer.mlp.forward_fused(h, ops)
+        last = inputs.logits_indices  # only each chunk's last token needs the final add, norm and head
+        h = self.model.norm(residual[last] + delta[last])
         return self.lm_head(h).float()
 
 

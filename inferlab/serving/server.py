@@ -282,8 +282,9 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                              "behaviour; routers such as vllm-router add fields of their own, e.g. no_stop_trim)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=d.dtype)
-    parser.add_argument("--attention-backend", choices=["gather", "flex"], default=None,
-                        help="attention over the paged KV pool (default: flex on CUDA, gather elsewhere)")
+    parser.add_argument("--attention-backend", choices=["gather", "native", "flex"], default=None,
+                        help="attention over the paged KV pool (default: flex on CUDA, native on a CPU "
+                             "when the C kernel builds, else gather)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly on CUDA")
 
 

@@ -16,7 +16,7 @@ from inferlab.engine.graphs import DecodeGraphs, batch_buckets
 from inferlab.model.attention import StepInputs, make_backend
 from tests.engine.invariants import run_checked
 
-BACKENDS = ["gather", "flex", "graphs"]
+BACKENDS = ["gather", "native", "flex", "graphs"]
 
 
 def _engine(model, backend: str, **kwargs) -> LLMEngine:
@@ -73,7 +73,7 @@ def test_backends_give_the_same_logits(tiny_model):
     rng = random.Random(12)
     prompts = [[rng.randrange(256) for _ in range(rng.randint(3, 30))] for _ in range(5)]
     logits = {}
-    for backend in ("gather", "flex"):
+    for backend in ("gather", "native", "flex"):
         engine = _engine(tiny_model, backend, max_num_batched_tokens=16, block_size=8, num_kv_blocks=32,
                          max_model_len=128)
         seen = []
@@ -82,6 +82,7 @@ def test_backends_give_the_same_logits(tiny_model):
         _run(engine, prompts, [6] * len(prompts))
         logits[backend] = torch.cat(seen)
     torch.testing.assert_close(logits["flex"], logits["gather"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(logits["native"], logits["gather"], rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -126,7 +127,7 @@ def test_switches(tiny_model):
         assert on.runner.graphs is None, "graphs are CUDA-only: ignored on a CPU"
         with pytest.raises(ValueError, match="CUDA device"):
             DecodeGraphs(on.runner, capture=True)
-    assert on.runner.backend.name == ("flex" if on.runner.device.type == "cuda" else "gather")
+    assert on.runner.backend.name == ("flex" if on.runner.device.type == "cuda" else "native")
     assert LLMEngine(tiny_model, EngineConfig(attention_backend="flex", num_kv_blocks=8)).runner.backend.name == "flex"
     with pytest.raises(ValueError, match="attention_backend"):
         EngineConfig(attention_backend="paged")
