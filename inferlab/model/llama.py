@@ -174,14 +174,14 @@ class Attention(nn.Module):
     def forward_paged(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_pool: torch.Tensor,
                       v_pool: torch.Tensor, inputs: StepInputs, backend: AttentionBackend,
                       ops: TorchStepOps) -> torch.Tensor:
-        """One step's flat batch x [N, H] (cos, sin [N, d]) against a paged KV pool: one matmul for q, k and v
-        (`fused_weight`), RoPE on q and k and the new K/V written to their slots (`inputs.slot_mapping`) in
+        """One step's flat batch x [N, H] (cos, sin [N, d]) against a paged KV pool: one matmul (`ops.linear`) for
+        q, k and v (`fused_weight`), RoPE on q and k and the new K/V written to their slots (`inputs.slot_mapping`) in
         `ops.rope_store_kv`, then `backend` attends each token to its own sequence."""
         n, nh, nkv, d = x.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
-        qkv = F.linear(x, fused_weight(self, (self.q_proj, self.k_proj, self.v_proj))).view(n, nh + 2 * nkv, d)
+        qkv = ops.linear(x, fused_weight(self, (self.q_proj, self.k_proj, self.v_proj))).view(n, nh + 2 * nkv, d)
         q, k, v = ops.rope_store_kv(qkv, cos, sin, k_pool, v_pool, inputs.slot_mapping)
         out = backend.forward(q, k, v, k_pool, v_pool, inputs)  # [N, nh, d]
-        return self.o_proj(out.reshape(n, nh * d))
+        return ops.linear(out.reshape(n, nh * d), self.o_proj.weight)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -214,7 +214,8 @@ class MLP(nn.Module):
     def forward_fused(self, x: torch.Tensor, ops: TorchStepOps) -> torch.Tensor:
         """The same with gate and up as one matmul (`fused_weight`) and the activation from `ops` (the serving
         step's path)."""
-        return self.down_proj(ops.silu_mul(F.linear(x, fused_weight(self, (self.gate_proj, self.up_proj)))))
+        gate_up = ops.linear(x, fused_weight(self, (self.gate_proj, self.up_proj)))
+        return ops.linear(ops.silu_mul(gate_up), self.down_proj.weight)
 
 
 class DecoderLayer(nn.Module):

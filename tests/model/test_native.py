@@ -145,3 +145,20 @@ def test_without_a_compiler_the_cpu_default_is_the_gather_path(monkeypatch):
     assert default_backend(torch.device("cpu"), torch.bfloat16) == "gather"
     with pytest.raises(ValueError, match="CPU fp32"):
         make_backend("native", torch.device("cpu"), torch.bfloat16)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
+def test_packed_linear_equals_f_linear_and_repacks_a_changed_weight():
+    from inferlab.model.step_ops import PackedLinear
+
+    gen = torch.Generator().manual_seed(4)
+    linear = PackedLinear()
+    weight = torch.randn(48, 40, generator=gen)
+    for rows in (1, 31, 32, 33, 200, 257, 300):  # F.linear below 32 rows; padded buckets above
+        x = torch.randn(rows, 40, generator=gen)
+        torch.testing.assert_close(linear(x, weight), F.linear(x, weight), rtol=1e-4, atol=1e-4)
+    assert [PackedLinear.bucket(n) for n in (32, 33, 256, 257, 2048)] == [32, 64, 256, 384, 2048]
+    x = torch.randn(64, 40, generator=gen)
+    with torch.no_grad():
+        weight.mul_(-2)  # in place: the packed copy must not be reused
+    torch.testing.assert_close(linear(x, weight), F.linear(x, weight), rtol=1e-4, atol=1e-4)
