@@ -30,7 +30,8 @@ import torch
 from inferlab.engine import EngineConfig, LLMEngine, SamplingParams
 from inferlab.metrics import RequestRecord
 from inferlab.paths import build_dir
-from inferlab.engine.runner import DECODE_GROUP_SIZE
+from inferlab.engine.runner import attention_backend_name
+from inferlab.model.attention import BACKENDS
 from inferlab.sim.steptime import DecodePadding, StepTimeModel, fit_linear
 from inferlab.traces import TraceRequest, poisson_arrivals
 
@@ -44,9 +45,10 @@ def engine_config(max_num_seqs: int = 128, max_num_batched_tokens: int = 1024, n
                         num_kv_blocks=num_kv_blocks, block_size=block_size, enable_prefix_caching=False)
 
 
-def engine_padding(config: EngineConfig) -> DecodePadding:
-    """How the engine's decode attention pads (the calibrated step-time model prices it)."""
-    return DecodePadding(DECODE_GROUP_SIZE, config.block_size)
+def engine_padding(config: EngineConfig, model) -> DecodePadding:
+    """How the decode attention of an engine running `model` with `config` pads (the calibrated step-time
+    model prices it): the gather path in groups of `DECODE_GROUP_SIZE`, the paged kernels row by row."""
+    return DecodePadding(BACKENDS[attention_backend_name(model, config)].decode_group_size, config.block_size)
 
 
 def load_engine_model(preset: str = "tiny", device: str | None = None):
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = profile_engine(model, config, sizes, args.max_prompt_tokens, args.max_output_tokens, args.seed,
                            online_rates_rps=rates)
     fitted = fit_linear(steps, config.max_kv_tokens, name=f"calibrated:{args.preset}",
-                        decode_padding=engine_padding(config))
+                        decode_padding=engine_padding(config, model))
     report = fit_report(fitted, steps)
     out = Path(args.out) if args.out else build_dir() / "profiles" / f"{args.preset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {"model": args.preset, "device": str(next(model.parameters()).device), "num_threads": args.threads,
             "max_kv_tokens": config.max_kv_tokens, "max_num_seqs": config.max_num_seqs,
             "max_num_batched_tokens": config.max_num_batched_tokens, "block_size": config.block_size,
-            "decode_group_size": DECODE_GROUP_SIZE,
+            "decode_group_size": fitted.decode_padding.group_size,
             "fit": vars(roof) | report, "steps": steps}
     out.write_text(json.dumps(data))
     print(f"{len(steps)} steps in {time.perf_counter() - started:.1f} s -> {out}")

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = profile_engine(model, config, sizes, args.max_prompt_tokens, args.max_output_tokens, args.seed + 1,
                                online_rates_rps=rates, online_num_requests=max(60, args.num_requests // 5))
         step_model = fit_linear(steps, config.max_kv_tokens, name="calibrated:now",
-                                decode_padding=engine_padding(config))
+                                decode_padding=engine_padding(config, model))
         report = {k: round(v, 3) for k, v in fit_report(step_model, steps).items()}
         print(f"profiled {len(steps)} steps in {time.perf_counter() - started:.1f} s (fit {report})", flush=True)
     replica = ReplicaConfig(max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens)

@@ -26,10 +26,10 @@ from inferlab.engine.kv_cache import KVBlockPool
 from inferlab.engine.request import Request
 from inferlab.engine.scheduler import ScheduledChunk
 from inferlab.ints import cdiv
-from inferlab.model.attention import DECODE_GROUP_SIZE, StepInputs, decode_kv_slots, make_backend
+from inferlab.model.attention import DECODE_GROUP_SIZE, StepInputs, decode_kv_slots, default_backend, make_backend
 from inferlab.model.llama import LlamaForCausalLM
 
-__all__ = ["DECODE_GROUP_SIZE", "ModelRunner", "decode_kv_slots", "top_k_top_p"]
+__all__ = ["DECODE_GROUP_SIZE", "ModelRunner", "attention_backend_name", "decode_kv_slots", "kernel_dtype", "top_k_top_p"]
 
 SAMPLING_EPS = 1e-5  # temperatures below this are greedy (vLLM's rule): logits / 1e-300 overflow to inf -> NaN
 
@@ -48,6 +48,18 @@ def top_k_top_p(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
         keep &= before < top_p
     keep[0] = True
     return torch.zeros_like(probs).scatter(0, order, sorted_probs * keep)
+
+
+def kernel_dtype(model: LlamaForCausalLM, config: EngineConfig) -> torch.dtype:
+    """The dtype a step's kernels see: the KV pool's when the weights are fp32, else the weights' (the
+    attention backend's default depends on it: the native CPU kernels need both in fp32)."""
+    weights = model.lm_head.weight.dtype
+    return config.torch_dtype if weights == torch.float32 else weights
+
+
+def attention_backend_name(model: LlamaForCausalLM, config: EngineConfig) -> str:
+    """The attention backend an engine with `config` runs `model` with."""
+    return config.attention_backend or default_backend(model.device, kernel_dtype(model, config))
 
 
 @dataclass
@@ -76,9 +88,7 @@ class ModelRunner:
         self.pool = KVBlockPool(mc.num_hidden_layers, config.num_kv_blocks + 1, config.block_size,
                                 mc.num_key_value_heads, mc.head_dim, self.device, config.torch_dtype)
         self.scratch_block = config.num_kv_blocks
-        weights = model.lm_head.weight.dtype  # the native kernels need fp32 weights and pool
-        self.backend = make_backend(config.attention_backend, self.device,
-                                    config.torch_dtype if weights == torch.float32 else weights)
+        self.backend = make_backend(config.attention_backend, self.device, kernel_dtype(model, config))
         self.max_blocks_per_seq = cdiv(config.max_model_len, config.block_size)
         self.block_tables = torch.zeros(config.max_num_seqs, self.max_blocks_per_seq, dtype=torch.long,
                                         device=self.device)  # persistent: row r belongs to one request

@@ -231,6 +231,7 @@ class NativePagedAttention(GatherAttention):
     """
 
     name = "native"
+    decode_group_size = 1  # each row reads its own blocks
 
     def __init__(self) -> None:
         from inferlab.model import native

@@ -24,17 +24,26 @@ def test_decode_kv_slots_pads_each_sorted_group_to_its_longest() -> None:
     assert decode_kv_slots(lens, 1, group_size=32) == 32 * 32 + 8 * 40
 
 
-def test_engine_step_records_the_padded_slots() -> None:
+@pytest.mark.parametrize("backend,group", [("gather", DECODE_GROUP_SIZE), ("native", 1)])
+def test_engine_step_records_the_padded_slots(backend: str, group: int) -> None:
+    if backend == "native":
+        from inferlab.model import native
+
+        if not native.available():
+            pytest.skip(f"no native kernels: {native.unavailable_reason()}")
     torch.manual_seed(0)
     model = build_model("tiny")
-    engine = LLMEngine(model, EngineConfig(num_kv_blocks=64, block_size=4, max_num_batched_tokens=64))
+    engine = LLMEngine(model, EngineConfig(num_kv_blocks=64, block_size=4, max_num_batched_tokens=64,
+                                           attention_backend=backend))
+    assert engine.runner.backend.decode_group_size == group
     prompts = [[1] * 5, [2] * 11]
     engine.generate(prompts, [SamplingParams(max_tokens=3, ignore_eos=True)] * 2)
     decode_steps = [s for s in engine.step_records if s.num_prefill_tokens == 0 and s.num_decode_seqs]
     # both prompts prefill in the first step; decode steps then read contexts (6, 12) and (7, 13)
-    assert [s.num_decode_kv_slots for s in decode_steps] == [decode_kv_slots([6, 12], 4),
-                                                            decode_kv_slots([7, 13], 4)]
-    assert decode_steps[0].num_decode_kv_slots == 2 * 12 != decode_steps[0].num_kv_tokens
+    assert [s.num_decode_kv_slots for s in decode_steps] == [decode_kv_slots([6, 12], 4, group),
+                                                            decode_kv_slots([7, 13], 4, group)]
+    # gather: both rows padded to the longer context (2 x 12); the paged kernel: each its own blocks (8 + 12)
+    assert decode_steps[0].num_decode_kv_slots == (2 * 12 if group > 1 else 8 + 12) != decode_steps[0].num_kv_tokens
 
 
 def _padded_model(group: int, block: int) -> StepTimeModel:
