@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from inferlab.limits import BatchLimits
+from inferlab.model.attention import BACKENDS
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -61,8 +62,8 @@ class EngineConfig(BatchLimits):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"EngineConfig.{name} must be None (keep all) or an integer >= 0, got {value!r}")
-        if self.attention_backend not in (None, "gather", "native", "flex"):
-            raise ValueError(f"EngineConfig.attention_backend must be None, 'gather', 'native' or 'flex', "
+        if self.attention_backend is not None and self.attention_backend not in BACKENDS:
+            raise ValueError(f"EngineConfig.attention_backend must be None or one of {sorted(BACKENDS)}, "
                              f"got {self.attention_backend!r}")
         if not isinstance(self.enable_cuda_graphs, bool):
             raise ValueError(f"EngineConfig.enable_cuda_graphs must be a bool, got {self.enable_cuda_graphs!r}")

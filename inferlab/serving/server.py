@@ -35,6 +35,7 @@ from typing import Any, Iterator
 from aiohttp import web
 
 from inferlab.engine import EngineConfig, FinishReason, LLMEngine
+from inferlab.model.attention import BACKENDS
 from inferlab.observe.exposition import CONTENT_TYPE, EngineMetrics
 from inferlab.observe.tracing import RequestTracer, meter_provider, parent_context, tracer_provider
 from inferlab.serving.async_engine import AdmissionConfig, AsyncEngine, EngineDead, Overloaded
@@ -282,7 +283,7 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                              "behaviour; routers such as vllm-router add fields of their own, e.g. no_stop_trim)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=d.dtype)
-    parser.add_argument("--attention-backend", choices=["gather", "native", "flex"], default=None,
+    parser.add_argument("--attention-backend", choices=sorted(BACKENDS), default=None,
                         help="attention over the paged KV pool (default: flex on CUDA, native on a CPU "
                              "when the C kernel builds, else gather)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly on CUDA")
