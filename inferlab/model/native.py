@@ -71,15 +71,16 @@ def _build() -> tuple[ctypes.CDLL | None, str | None]:
         return None, f"no C compiler ({cc!r} not on PATH; install gcc, or set CC)"
     key = hashlib.sha256(b"\0".join([*(src.read_bytes() for src in SOURCES), cc.encode(), " ".join(COMPILE_FLAGS + LINK_LIBS).encode(),
                                      _cpu_signature().encode()])).hexdigest()[:16]
-    out_dir = build_dir() / "native"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"inferlab_native-{key}.so"
-    if not target.exists():
-        error = _compile(cc, target, COMPILE_FLAGS, LINK_LIBS)
-        if error is not None:
-            fallback = _compile(cc, target, PORTABLE_COMPILE_FLAGS, ("-lm",))
-            if fallback is not None:
+    try:
+        out_dir = build_dir() / "native"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / f"inferlab_native-{key}.so"
+        if not target.exists():
+            error = _compile(cc, target, COMPILE_FLAGS, LINK_LIBS)
+            if error is not None and _compile(cc, target, PORTABLE_COMPILE_FLAGS, ("-lm",)) is not None:
                 return None, error
+    except OSError as exc:  # an unwritable build folder, a compiler that cannot start
+        return None, f"could not build the kernels: {exc}"
     try:
         lib = ctypes.CDLL(str(target))
     except OSError as exc:
