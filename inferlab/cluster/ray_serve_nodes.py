@@ -11,8 +11,10 @@ driver records:
 
 - where replicas run over time (Ray's actor table: node address of each live replica);
 - `eject_s`: kill -> the GCS marks node 2 dead (health checks every second, 3 misses);
-- `replace_s`: kill -> as many live replicas as before the kill, all on surviving nodes (Serve's
-  controller restarts replicas whose actor died; the policy keeps asking for the same number);
+- `replace_s`: kill -> the fleet whole again on surviving nodes: no live replica on node 2 and Serve's
+  controller reports the deployment HEALTHY with as many running replicas as the actor table shows alive
+  (the controller has seen the loss and restarted what its target asks for: the policy's target after
+  the kill, which may be smaller than before when the survivors serve the lower rate);
   traffic then goes on for `settle_s` more (requests answered after `replace_s` are counted) and the
   run ends: `after_kill_s` only caps the wait for a node that is never ejected or replaced;
 - per request: answered, failed visibly (the handle raised or the engine returned an error, after up to
@@ -76,6 +78,18 @@ def _replicas_by_node() -> dict[str, int]:
             ip = (actor.get("Address") or {}).get("IPAddress", "?")
             out[ip] = out.get(ip, 0) + 1
     return out
+
+
+def _serve_fleet() -> tuple[str, int]:
+    """Serve controller's view of the engine deployment: its status and its number of RUNNING replicas."""
+    from ray import serve
+
+    app = serve.status().applications.get("inferlab")
+    dep = app.deployments.get("engine") if app is not None else None
+    if dep is None:
+        return "MISSING", 0
+    running = sum(n for state, n in dep.replica_states.items() if str(getattr(state, "value", state)) == "RUNNING")
+    return str(getattr(dep.status, "value", dep.status)), int(running)
 
 
 async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_spread_wait_s: float,
@@ -150,7 +164,7 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
             break
         await asyncio.sleep(0.5)
     before = sum(timeline[-1][1].values())
-    killed_at = eject_s = replace_s = None
+    killed_at = eject_s = replace_s = replaced_to = None
     num_killed = 0
     if kill and spread_at is not None:
         await asyncio.sleep(1.0)  # traffic on both nodes
@@ -172,8 +186,11 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
             if eject_s is None and not any(n["Alive"] for n in ray.nodes() if n["NodeManagerAddress"] == killed_ip):
                 eject_s = round(time.monotonic() - killed_at, 2)
             survivors = sum(n for ip, n in placement.items() if ip != killed_ip)
-            if replace_s is None and eject_s is not None and survivors >= before and killed_ip not in placement:
-                replace_s = round(time.monotonic() - killed_at, 2)
+            if replace_s is None and eject_s is not None and survivors >= 1 and killed_ip not in placement:
+                status, running = _serve_fleet()
+                if status == "HEALTHY" and running == survivors:
+                    replace_s = round(time.monotonic() - killed_at, 2)
+                    replaced_to = survivors
         await asyncio.sleep(0.5)
     stop.set()
     await sender
@@ -185,7 +202,7 @@ async def _drive(handle, rate_rps: float, after_kill_s: float, kill: bool, max_s
             "num_lost_silently": len(tasks) - len(outcomes) + sum(o == "lost" for o in outcomes.values()),
             "error_kinds": sorted({e[:120] for e in errors}), "answered_by_node": answered_by,
             "spread_at_s": spread_at, "killed_at_s": round(killed_at - t0, 2) if killed_at else None,
-            "replicas_before_kill": before, "num_processes_killed": num_killed,
+            "replicas_before_kill": before, "replicas_after_replace": replaced_to, "num_processes_killed": num_killed,
             "killed_node": killed_ip if killed_at else None, "eject_s": eject_s, "replace_s": replace_s,
             "num_ok_after_replace": (sum(t > replaced_at for t in answered_at.values())
                                      if replaced_at is not None else 0),
