@@ -87,7 +87,8 @@ def batch(tmp_path_factory):
     config = classroom.make_course(LAB, course, students)
     stop, held = threading.Event(), []
     # The gradebook appears at the first merge, so the lock (1 s later) stalls that merge and every one
-    # behind it (both workers wait): 8 s is several of the merge's retries, and 8 s of an idle batch.
+    # behind it (merges run on their own thread: the two sandbox workers go on grading meanwhile); 8 s is
+    # several of the merge's retries.
     locker = threading.Thread(target=_hold_lock, args=(course_db, LOCK_HOLD_S, stop, held), daemon=True)
     locker.start()
     env = dict(os.environ, INFERLAB_FAST="1", **{hostile.SECRET_NAME: SECRET})
