@@ -7,7 +7,8 @@ Prepares once (wheel, released lab, template gradebook; see course.py), then gra
 `--jobs` submissions at a time, each in its own sandbox (sandbox.py) with a tqdm bar; a
 submission that fails, is killed or times out is recorded with its reason and the batch goes
 on. Each sandbox's scores are merged into the course gradebook (gradebook.py) as soon as it
-ends. Prints one summary table (student, score, time, status) and a JSON last line.
+ends, one merge at a time on a thread of its own (a locked gradebook delays merges, not
+grading). Prints one summary table (student, score, time, status) and a JSON last line.
 """
 
 from __future__ import annotations
