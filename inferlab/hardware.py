@@ -7,13 +7,27 @@ notebooks and workers run unchanged on a laptop and on a GPU box.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+# Device nodes a CUDA or ROCm runtime opens (NVIDIA, AMD, WSL2's GPU paravirtualisation). With none of
+# them there is no GPU for torch to find, so the count is 0 without importing torch (~2 s): the labs that
+# only simulate (4, 5) otherwise pay that in every kernel for their banner.
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
 
-def default_device() -> torch.device:
+def _surely_no_gpu() -> bool:
+    return "torch" not in sys.modules and not any(os.path.exists(path) for path in GPU_DEVICE_NODES)
+
+
+def default_device() -> "torch.device":
     """CUDA if a GPU is visible (and INFERLAB_DEVICE does not say otherwise), else CPU."""
+    import torch
+
     forced = os.environ.get("INFERLAB_DEVICE")
     if forced:
         return torch.device(forced)
@@ -21,6 +35,10 @@ def default_device() -> torch.device:
 
 
 def num_gpus() -> int:
+    if _surely_no_gpu():
+        return 0
+    import torch
+
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -30,6 +48,8 @@ def num_cpu_cores() -> int:
 
 def dist_backend(world_size: int) -> str:
     """NCCL when there is one GPU per rank, else gloo."""
+    import torch
+
     return "nccl" if torch.distributed.is_nccl_available() and num_gpus() >= world_size else "gloo"
 
 
@@ -45,13 +65,21 @@ class HardwareInfo:
 
 
 def describe() -> HardwareInfo:
-    names = tuple(torch.cuda.get_device_name(i) for i in range(num_gpus()))
+    if _surely_no_gpu() and not os.environ.get("INFERLAB_DEVICE"):
+        return HardwareInfo(cpu_cores=num_cpu_cores(), gpus=(), device="cpu")
+    import torch
+
+    num = num_gpus()
+
+    names = tuple(torch.cuda.get_device_name(i) for i in range(num))
     return HardwareInfo(cpu_cores=num_cpu_cores(), gpus=names, device=str(default_device()))
 
 
 def measure_memory_bandwidth_bytes_s(num_bytes: int = 256 << 20, repeats: int = 5) -> float:
     """Best-of-`repeats` copy bandwidth on the default device, counting read + write bytes."""
     import time
+
+    import torch
 
     device = default_device()
     src = torch.ones(num_bytes // 4, dtype=torch.float32, device=device)
@@ -66,9 +94,13 @@ def measure_memory_bandwidth_bytes_s(num_bytes: int = 256 << 20, repeats: int = 
     return 2 * src.numel() * 4 / best
 
 
-def measure_matmul_flops(size: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
-    """Best-of-`repeats` dense matmul rate (FLOP/s) for a size x size x size product."""
+def measure_matmul_flops(size: int = 1024, repeats: int = 5, dtype: "torch.dtype | None" = None) -> float:
+    """Best-of-`repeats` dense matmul rate (FLOP/s) for a size x size x size product (float32 by default)."""
     import time
+
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
 
     device = default_device()
     a = torch.randn(size, size, dtype=dtype, device=device)
@@ -83,6 +115,8 @@ def measure_matmul_flops(size: int = 1024, repeats: int = 5, dtype: torch.dtype 
     return 2 * size**3 / best
 
 
-def _sync(device: torch.device) -> None:
+def _sync(device: "torch.device") -> None:
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(device)

@@ -4,7 +4,7 @@ Each `Attack` appends code to the first answer cell of the lab's release (every 
 left as the unanswered stub, so an honest grader pays 0), and knows the worst case: the
 instructor's absolute paths (course gradebook, checkout, solutions) are written into the code.
 Every attack prints one verdict line, `ATTACK <name>: blocked (...)` or `ATTACK <name>: SUCCEEDED
-(...)`, into its cell's output, which tests/grade/test_hostile.py reads from the autograded
+(...)`, into its cell's output, which tests/grade/test_class_batch.py reads from the autograded
 notebook. `hostile_class` puts them between two honest students (the solution):
 `a-honest-first` and `z-honest-last`, graded in the same batch.
 """
@@ -36,6 +36,15 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "read-solution": ("read the solution notebook / grading sources from disk and run their answers", "ok"),
     "network": ("connect out: the grader's loopback port, a public address, DNS", "ok"),
 }
+
+# One-shot probes: each prints its verdict and returns, each against a defence of its own (file
+# permissions, the environment, the network namespace, the wheel, the private gradebook). With
+# `group_probes` they share one submission (the first answer cell runs them one after the other):
+# every verdict is still read, and the batch pays one sandbox (~10 s) for them instead of eight.
+PROBES = ("write-outside", "read-secret", "network", "read-solution", "gradebook-own-score",
+          "gradebook-zero-others", "gradebook-trigger", "gradebook-lock")
+PROBES_STUDENT = "m-probes"
+assert all(ATTACKS[k][1] == "ok" for k in PROBES), "a probe must end its sandbox normally"
 
 _PRELUDE = r'''
 import glob as _g, os as _os, signal as _signal, sqlite3 as _sq, sys as _sys, time as _time
@@ -236,27 +245,44 @@ class Knowledge:
     port: int
 
 
-def attack_submission(kind: str, lab: str, release: nbformat.NotebookNode, knows: Knowledge) -> nbformat.NotebookNode:
-    """The release with `kind`'s code appended to its first answer cell."""
-    if kind not in _CODE:
-        raise ValueError(f"unknown attack {kind!r}; known: {sorted(_CODE)}")
+def attack_submission(kind: str | tuple[str, ...], lab: str, release: nbformat.NotebookNode,
+                      knows: Knowledge) -> nbformat.NotebookNode:
+    """The release with the code of `kind` (or of several kinds, in order) appended to its first answer cell."""
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    unknown = [k for k in kinds if k not in _CODE]
+    if unknown or not kinds:
+        raise ValueError(f"unknown attack(s) {unknown or kinds!r}; known: {sorted(_CODE)}")
     nb = nbformat.from_dict(json.loads(json.dumps(release)))
     fields = dict(course_db=knows.course_db, repo=knows.repo, port=knows.port, secret=SECRET_NAME, lab=lab)
-    code = _PRELUDE.format(**fields) + _CODE[kind].format(**fields)
+    code = _PRELUDE.format(**fields) + "".join(_CODE[k].format(**fields) for k in kinds)
     cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution"))
     cell.source = cell.source + "\n" + code
-    if kind == "missing-kernel":
+    if "missing-kernel" in kinds:
         nb.metadata["kernelspec"] = {"name": "no-such-kernel", "display_name": "Nope", "language": "python"}
     return nb
 
 
+def student_of(kind: str, group_probes: bool = False) -> str:
+    """The student id that carries attack `kind` in `hostile_class(..., group_probes)`."""
+    if kind not in ATTACKS:
+        raise ValueError(f"unknown attack {kind!r}; known: {sorted(ATTACKS)}")
+    return PROBES_STUDENT if group_probes and kind in PROBES else f"m-{kind}"
+
+
 def hostile_class(lab: str, release: nbformat.NotebookNode, answers: dict[str, str],
-                  knows: Knowledge) -> dict[str, nbformat.NotebookNode]:
-    """Honest first, every attack, honest last (student ids sort in that order)."""
+                  knows: Knowledge, group_probes: bool = False) -> dict[str, nbformat.NotebookNode]:
+    """Honest first, every attack, honest last (student ids sort in that order).
+
+    One submission per attack, or with `group_probes` the `PROBES` together in one (`student_of`).
+    """
     import roundtrip
 
     honest = roundtrip._submission(release, answers)
     students = {"a-honest-first": honest}
-    students.update({f"m-{kind}": attack_submission(kind, lab, release, knows) for kind in ATTACKS})
+    for kind in ATTACKS:
+        if not (group_probes and kind in PROBES):
+            students[f"m-{kind}"] = attack_submission(kind, lab, release, knows)
+    if group_probes:
+        students[PROBES_STUDENT] = attack_submission(PROBES, lab, release, knows)
     students["z-honest-last"] = honest
     return students

@@ -920,13 +920,14 @@ if run_demo("the cost-versus-SLO sweep over policies and spot prices (ungraded; 
 # function object there: it cloudpickles it, by value since it lives in this notebook, and runs it
 # in the Serve controller, so the function below, which calls **your** `my_autoscaler`, is what
 # decides. The demo lasts a minute, so the hold is 6 s instead of 300 s. It replays a calm phase, a
-# 12 s burst and silence, and records how many replicas are running each second; then it shuts Ray
-# down. (Skipped while autograding.)
+# 12 s burst (fast mode: 2 s calm, a 6 s burst) and silence, and records how many replicas are running
+# each second; then it shuts Ray down. (Skipped while autograding.)
 
 # %%
 if run_demo("the tiny engine in Ray Serve, autoscaled by my_autoscaler"):
     from concurrent.futures import ThreadPoolExecutor
 
+    from inferlab.deploy.ray_serve import demo_trace
     from inferlab.deploy.ray_serve import run_demo as run_ray_serve_demo
 
     def my_autoscaler_in_ray(ctx):
@@ -935,14 +936,16 @@ if run_demo("the tiny engine in Ray Serve, autoscaled by my_autoscaler"):
 
     # run_demo replays the trace with asyncio.run(), which cannot run inside the notebook's own event
     # loop; a worker thread has none (Ray then just skips its SIGTERM handler).
+    CALM_S, BURST_S = pick((5.0, 12.0), (2.0, 6.0))  # fast mode: a shorter burst leaves a shorter backlog
     with ThreadPoolExecutor(max_workers=1) as pool:
         demo = pool.submit(run_ray_serve_demo, policy=my_autoscaler_in_ray, max_replicas=3,
+                           trace=demo_trace(seconds_calm=CALM_S, seconds_burst=BURST_S),
                            tail_s=pick(60.0, 20.0)).result()
     print(f"{demo.num_requests} requests, {demo.num_errors} errors, up to {demo.max_replicas} replicas, "
           f"{demo.timeline[-1][1]} at the end")
     fig, ax = plt.subplots(figsize=(8, 2.5))
     ax.step([t for t, _ in demo.timeline], [n for _, n in demo.timeline], where="post")
-    ax.axvspan(5, 17, color="orange", alpha=0.2, label="burst")
+    ax.axvspan(CALM_S, CALM_S + BURST_S, color="orange", alpha=0.2, label="burst")
     ax.set_xlabel("seconds")
     ax.set_ylabel("running replicas")
     ax.legend()

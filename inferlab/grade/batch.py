@@ -7,7 +7,8 @@ Prepares once (wheel, released lab, template gradebook; see course.py), then gra
 `--jobs` submissions at a time, each in its own sandbox (sandbox.py) with a tqdm bar; a
 submission that fails, is killed or times out is recorded with its reason and the batch goes
 on. Each sandbox's scores are merged into the course gradebook (gradebook.py) as soon as it
-ends. Prints one summary table (student, score, time, status) and a JSON last line.
+ends, one merge at a time on a thread of its own (a locked gradebook delays merges, not
+grading). Prints one summary table (student, score, time, status) and a JSON last line.
 """
 
 from __future__ import annotations
@@ -86,6 +87,16 @@ def grade_class(lab: str, course: Course, students: dict[str, Path], limits: San
     rows: dict[str, StudentRow] = {}
     overall = tqdm(total=len(students), desc=f"grading {lab}", position=0, unit="student")
 
+    def merge(result: SandboxResult) -> None:
+        rows[result.student] = _merge(result, course, lab, max_score, merge_lock, work)
+        overall.update(1)
+        overall.set_postfix_str(f"{result.student}: {rows[result.student].status}")
+
+    # Merges run one at a time on their own thread, so a sandbox slot is free again as soon as its
+    # notebook ends: a course gradebook held locked (an instructor's open session) delays merges, not grading.
+    merges = ThreadPoolExecutor(max_workers=1)
+    merged = []
+
     def one(student: str, submission: Path) -> None:
         slot = slots.get()
         bar = tqdm(total=int(limits.max_wall_s), desc=f"{student[:24]:<24}", position=slot + 1, leave=False,
@@ -100,13 +111,16 @@ def grade_class(lab: str, course: Course, students: dict[str, Path], limits: San
         finally:
             bar.close()
             slots.put(slot)
-        rows[student] = _merge(result, course, lab, max_score, merge_lock, work)
-        overall.update(1)
-        overall.set_postfix_str(f"{student}: {rows[student].status}")
+        merged.append(merges.submit(merge, result))
 
-    with ThreadPoolExecutor(max_workers=num_jobs) as pool:
-        for future in [pool.submit(one, s, p) for s, p in students.items()]:
+    try:
+        with ThreadPoolExecutor(max_workers=num_jobs) as pool:
+            for future in [pool.submit(one, s, p) for s, p in students.items()]:
+                future.result()
+        for future in merged:
             future.result()
+    finally:
+        merges.shutdown(wait=True)
     overall.close()
     for student, row in rows.items():  # a lock held through a merge: once more, now the batch is over
         if row.status == "unmerged":

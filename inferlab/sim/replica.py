@@ -258,8 +258,9 @@ class Replica:
             num_steps = decoding[0][0] - self.num_decode_steps
             kv = self._kv_input()
             if until_s != math.inf:
-                num_steps = step_model.decode_steps_until(num_decode, kv, until_s - self.now_s, num_steps)
-            dt = step_model.decode_run_s(num_decode, kv, num_steps)
+                num_steps, dt = step_model.decode_run_until(num_decode, kv, until_s - self.now_s, num_steps)
+            else:
+                dt = step_model.decode_run_s(num_decode, kv, num_steps)
             self.now_s += dt
             self.busy_s += dt
             self.budget_busy_s += dt * num_decode / self.config.max_num_batched_tokens

@@ -65,6 +65,14 @@ def _sum_max2(a1: float, b1: float, a2: float, b2: float, n: int) -> float:
     return _sum_line(*top, 0, cut) + _sum_line(*bottom, cut, n)
 
 
+def _first_reaching(a: float, b: float, budget: float) -> int:
+    """Smallest K >= 1 with sum_{i<K} (a + b*i) >= budget, in closed form (a guess: callers check it)."""
+    if b <= 1e-18:
+        return max(1, math.ceil(budget / a - 1e-12)) if a > 0 else 1
+    q = a - b / 2
+    return max(1, math.ceil((-q + math.sqrt(q * q + 2 * b * budget)) / b - 1e-9))
+
+
 @dataclass(frozen=True)
 class DecodePadding:
     """How an engine's decode attention pads: rows sorted by context, `group_size` per call,
@@ -116,7 +124,9 @@ class StepTimeModel:
 
     def _lines(self, num_decode_seqs: int, num_kv_tokens: float) -> list[tuple[float, float]]:
         # Step i of a decode run: each roof is a + b*i with the KV cache at kv0 + D*i.
-        return [(r(0, num_decode_seqs, num_kv_tokens), r.s_per_kv_token * num_decode_seqs) for r in self.roofs]
+        # (Roof(0, D, kv) written out: the simulator asks this millions of times per run.)
+        return [(r.const_s + r.s_per_decode_seq * num_decode_seqs + r.s_per_kv_token * num_kv_tokens,
+                 r.s_per_kv_token * num_decode_seqs) for r in self.roofs]
 
     def decode_run_s(self, num_decode_seqs: int, num_kv_tokens: float, num_steps: int) -> float:
         """Total seconds of `num_steps` decode steps of `num_decode_seqs` starting at `num_kv_tokens`."""
@@ -128,33 +138,62 @@ class StepTimeModel:
 
     def decode_steps_until(self, num_decode_seqs: int, num_kv_tokens: float, budget_s: float, max_steps: int) -> int:
         """Fewest decode steps (<= max_steps) whose total time reaches `budget_s` (max_steps if never)."""
+        return self.decode_run_until(num_decode_seqs, num_kv_tokens, budget_s, max_steps)[0]
+
+    def decode_run_until(self, num_decode_seqs: int, num_kv_tokens: float, budget_s: float,
+                         max_steps: int) -> tuple[int, float]:
+        """`decode_steps_until` and the `decode_run_s` of that many steps, in one call (the replica's
+        fast-forward asks for both).
+
+        Two roofs: a closed-form first guess (the per-step time is the larger of two lines that cross
+        at most once), then stepped to the exact answer with `decode_run_s` itself, so the count is the
+        same integer a search over `decode_run_s` would give (the run's time is increasing in steps).
+        """
         if budget_s <= 0:
-            return min(1, max_steps)
+            num_steps = min(1, max_steps)
+            return num_steps, self.decode_run_s(num_decode_seqs, num_kv_tokens, num_steps)
         if len(self.roofs) == 1:
             a, b = self._lines(num_decode_seqs, num_kv_tokens)[0]
             a += self.overhead_s
             # smallest K with K*a + b*K(K-1)/2 >= budget
-            if b <= 1e-18:
-                k = math.ceil(budget_s / a - 1e-12)
-            else:
-                q = a - b / 2
-                k = math.ceil((-q + math.sqrt(q * q + 2 * b * budget_s)) / b - 1e-9)
-            k = max(1, k)
+            k = _first_reaching(a, b, budget_s)
             while k > 1 and _sum_line(a, b, 0, k - 1) >= budget_s:
                 k -= 1
             while k < max_steps and _sum_line(a, b, 0, k) < budget_s:
                 k += 1
-            return min(k, max_steps)
-        lo, hi = 1, max_steps
-        if self.decode_run_s(num_decode_seqs, num_kv_tokens, hi) < budget_s:
-            return max_steps
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.decode_run_s(num_decode_seqs, num_kv_tokens, mid) >= budget_s:
-                hi = mid
+            num_steps = min(k, max_steps)
+            return num_steps, self.decode_run_s(num_decode_seqs, num_kv_tokens, num_steps)
+        if max_steps <= 1:
+            return max_steps, self.decode_run_s(num_decode_seqs, num_kv_tokens, max_steps)
+        (a1, b1), (a2, b2) = self._lines(num_decode_seqs, num_kv_tokens)
+        overhead = self.overhead_s
+        first, last = a1 - a2, (a1 + b1 * (max_steps - 1)) - (a2 + b2 * (max_steps - 1))
+        top, bottom = ((a1, b1), (a2, b2)) if first >= 0 else ((a2, b2), (a1, b1))
+        if (first >= 0) == (last >= 0):  # one line on top all the way
+            k = _first_reaching(top[0] + overhead, top[1], budget_s)
+        else:  # [0, cut) on `top`, [cut, max_steps) on `bottom`
+            cut = min(max_steps, max(0, math.ceil(-first / (b1 - b2))))
+            before = overhead * cut + _sum_line(*top, 0, cut)
+            if before >= budget_s:
+                k = _first_reaching(top[0] + overhead, top[1], budget_s)
             else:
-                lo = mid + 1
-        return lo
+                k = cut + _first_reaching(bottom[0] + bottom[1] * cut + overhead, bottom[1], budget_s - before)
+        k = min(max(k, 1), max_steps)
+        run_k = None  # decode_run_s(k), once computed
+        while k > 1:
+            shorter = self.decode_run_s(num_decode_seqs, num_kv_tokens, k - 1)
+            if shorter < budget_s:
+                break
+            k, run_k = k - 1, shorter
+        while k < max_steps:
+            if run_k is None:
+                run_k = self.decode_run_s(num_decode_seqs, num_kv_tokens, k)
+            if run_k >= budget_s:
+                break
+            k, run_k = k + 1, None
+        if run_k is None:
+            run_k = self.decode_run_s(num_decode_seqs, num_kv_tokens, k)
+        return k, run_k
 
     @property
     def kv_field(self) -> str:

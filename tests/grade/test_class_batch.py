@@ -1,4 +1,4 @@
-"""One `inferlab grade` batch over lab 0: honest students, the blank, two mutants and every attack.
+"""One `inferlab grade` batch over lab 0: honest students, the blank, a mutant and every attack.
 
 The class (grading/attacks/classroom.py + hostile.py) is graded by the real CLI in a subprocess,
 two sandboxes at a time, with a secret in the grader's environment, a TCP port open on the
@@ -7,7 +7,9 @@ grader's loopback, and this test holding an exclusive lock on the course gradebo
 attacks) and the solution get full marks, the blank and every attack get 0, a mutant loses
 the cells it must and keeps the others, every submission has a row, what the attacks printed
 says "blocked", and nothing they tried is left on the host (files, processes, gradebook rows,
-triggers).
+triggers). The one-shot probes (hostile.PROBES: files, secret, network, solution, gradebooks) share one
+submission, each still judged by its own verdict line; every attack that ends a sandbox its own way
+(loop, memory, fork bomb, huge or binary output, missing kernel, killing the grader) has its own.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ SECRET = "s3cr3t-do-not-leak-7f1c"
 FIRST_UID, NUM_JOBS = 63100, 2  # a uid range no other batch uses
 MAX_CPU_S = 25
 LOCK_HOLD_S = 8.0
+GROUP_PROBES = True  # hostile.PROBES in one sandbox (each sandbox costs ~10 s)
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
 
@@ -74,7 +77,8 @@ def batch(tmp_path_factory):
     listener.listen()
     knows = hostile.Knowledge(course_db=str(course_db), repo=str(REPO), port=listener.getsockname()[1])
     honest, must_lose = classroom.honest_class(LAB)
-    attacks = hostile.hostile_class(LAB, classroom.release_of(LAB), classroom.solution_answers(LAB), knows)
+    attacks = hostile.hostile_class(LAB, classroom.release_of(LAB), classroom.solution_answers(LAB), knows,
+                                    group_probes=GROUP_PROBES)
     # Every mutant is proved in the round trip (tests/notebooks/test_roundtrip.py); here one (the first)
     # shows that the sandboxed CLI grades per cell as the round trip does (some cells lost, the rest kept).
     mutants = sorted(k for k in honest if k.startswith("mutant-"))[:1]
@@ -83,7 +87,8 @@ def batch(tmp_path_factory):
     config = classroom.make_course(LAB, course, students)
     stop, held = threading.Event(), []
     # The gradebook appears at the first merge, so the lock (1 s later) stalls that merge and every one
-    # behind it (both workers wait): 8 s is several of the merge's retries, and 8 s of an idle batch.
+    # behind it (merges run on their own thread: the two sandbox workers go on grading meanwhile); 8 s is
+    # several of the merge's retries.
     locker = threading.Thread(target=_hold_lock, args=(course_db, LOCK_HOLD_S, stop, held), daemon=True)
     locker.start()
     env = dict(os.environ, INFERLAB_FAST="1", **{hostile.SECRET_NAME: SECRET})
@@ -111,6 +116,10 @@ def _autograded(batch, student: str) -> nbformat.NotebookNode | None:
     return nbformat.read(path, as_version=4) if path.exists() else None
 
 
+def _student(kind: str) -> str:
+    return hostile.student_of(kind, GROUP_PROBES)
+
+
 def _text(nb: nbformat.NotebookNode) -> str:
     return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                      if isinstance(o.get("text", ""), str))
@@ -134,7 +143,7 @@ def test_blank_and_every_attack_get_zero(batch):
     rows = batch["summary"]["students"]
     assert rows["blank"]["score"] == 0
     for kind, (_, status) in hostile.ATTACKS.items():
-        row = rows[f"m-{kind}"]
+        row = rows[_student(kind)]
         assert row["score"] == 0, (kind, row)
         allowed = {status} | ({"cpu-limit"} if status == "timeout" else set()) | ({"failed"} if status == "memory" else set())
         assert row["status"] in allowed, (kind, row)
@@ -160,7 +169,7 @@ def test_attacks_say_blocked(batch):
     for kind, (_, status) in hostile.ATTACKS.items():
         if status != "ok":
             continue
-        nb = _autograded(batch, f"m-{kind}")
+        nb = _autograded(batch, _student(kind))
         assert nb is not None, kind
         text = _text(nb)
         assert f"ATTACK {kind}: blocked" in text, (kind, text[-2000:])
@@ -168,7 +177,7 @@ def test_attacks_say_blocked(batch):
 
 
 def test_kernel_imports_the_wheel_not_the_checkout(batch):
-    text = _text(_autograded(batch, "m-read-solution"))
+    text = _text(_autograded(batch, _student("read-solution")))
     site = batch["course"] / "work" / "site" / "inferlab" / "__init__.py"
     assert f"inferlab from {site}" in text, text[-1500:]
 

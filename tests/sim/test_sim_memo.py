@@ -77,6 +77,30 @@ def test_any_input_change_misses_the_cache(monkeypatch, change) -> None:
     assert len(calls) == 2  # recomputed: no stale answer
 
 
+def test_a_trace_is_keyed_column_by_column_as_exactly_as_row_by_row() -> None:
+    """Traces take the columnar path (one dataclass type): any field of any request changes the key
+    (a float by one ulp, an int, a tenant, a session, block hashes); a foreign row makes it uncacheable."""
+    window = _window()
+    assert isinstance(memo._canon(window), dict)  # the columnar form, not one entry per request
+    key = memo.cache_key("t", trace=window)
+    assert key == memo.cache_key("t", trace=tuple(_window()))
+    last = window[-1]
+    for changed in (dataclasses.replace(last, arrival_time_s=float(np.nextafter(last.arrival_time_s, np.inf))),
+                    dataclasses.replace(last, num_prompt_tokens=last.num_prompt_tokens + 1),
+                    dataclasses.replace(last, tenant="other"), dataclasses.replace(last, session_key="s"),
+                    dataclasses.replace(last, block_hashes=(1, 2)), dataclasses.replace(last, block_hashes=(2, 1))):
+        assert memo.cache_key("t", trace=window[:-1] + [changed]) != key, changed
+    assert memo.cache_key("t", trace=window[:-1] + [dataclasses.replace(last, num_output_tokens=True)]) != key
+
+    class MyRequest(TraceRequest):  # a user's subclass may mean anything: never keyed
+        pass
+
+    with pytest.raises(memo.Uncacheable):
+        memo.cache_key("t", trace=window[:-1] + [MyRequest(last.arrival_time_s, 1, 1)])
+    with pytest.raises(memo.Uncacheable):
+        memo.cache_key("t", trace=window[:-1] + [dataclasses.replace(last, tenant=object())])
+
+
 def test_code_change_misses_the_cache(monkeypatch) -> None:
     window = _window()
     replicas_needed(window, MODEL, SLO_)

@@ -35,6 +35,38 @@ def test_decode_steps_until_is_the_first_step_reaching_the_budget(roofline: Step
         assert n == 1 or roofline.decode_run_s(d, kv, n - 1) < budget
 
 
+def _search_steps_until(model: StepTimeModel, d: int, kv: float, budget: float, max_steps: int) -> int:
+    """The definition, by bisection over decode_run_s: fewest steps reaching the budget, else max_steps."""
+    if budget <= 0:
+        return min(1, max_steps)
+    lo, hi = 1, max_steps
+    if model.decode_run_s(d, kv, hi) < budget:
+        return max_steps
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if model.decode_run_s(d, kv, mid) >= budget else (mid + 1, hi)
+    return lo
+
+
+def test_decode_run_until_matches_a_search_when_the_roofs_cross(roofline: StepTimeModel) -> None:
+    """The closed-form guess plus exact steps gives the bisection's count, also when the two roofs
+    swap places inside the run (one roof starts higher, the other grows faster), and the seconds
+    returned are decode_run_s of that count."""
+    crossing = StepTimeModel((Roof(0.02, 1e-5, 1e-4, 1e-8), Roof(0.001, 1e-5, 1e-5, 2e-6)), overhead_s=0.001)
+    rng = random.Random(2)
+    num_crossing = 0
+    for model in (roofline, crossing):
+        for _ in range(400):
+            d, kv, k = rng.randint(1, 400), rng.randint(0, 20_000), rng.randint(0, 400)
+            budget = rng.choice([0.0, -1.0] + [rng.random() * model.decode_run_s(d, kv, max(k, 1)) * 1.2] * 4)
+            n, seconds = model.decode_run_until(d, kv, budget, k)
+            assert n == _search_steps_until(model, d, kv, budget, k) == model.decode_steps_until(d, kv, budget, k)
+            assert seconds == model.decode_run_s(d, kv, n)
+            (a1, b1), (a2, b2) = model._lines(d, kv)
+            num_crossing += k > 1 and (a1 > a2) != (a1 + b1 * (k - 1) > a2 + b2 * (k - 1))
+    assert num_crossing >= 100, num_crossing  # the case the guess splits in two is exercised
+
+
 def test_roofline_regimes(roofline: StepTimeModel) -> None:
     # batch-1 decode is memory bound: weights (13.5 GB) over derated HBM bandwidth, a few ms
     assert 0.004 < roofline.step_s(0, 1, 0) < 0.02
