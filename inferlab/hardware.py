@@ -70,7 +70,6 @@ def describe() -> HardwareInfo:
     import torch
 
     num = num_gpus()
-
     names = tuple(torch.cuda.get_device_name(i) for i in range(num))
     return HardwareInfo(cpu_cores=num_cpu_cores(), gpus=names, device=str(default_device()))
 

@@ -29,7 +29,8 @@ from inferlab.ints import cdiv
 from inferlab.model.attention import DECODE_GROUP_SIZE, StepInputs, decode_kv_slots, default_backend, make_backend
 from inferlab.model.llama import LlamaForCausalLM
 
-__all__ = ["DECODE_GROUP_SIZE", "ModelRunner", "attention_backend_name", "decode_kv_slots", "kernel_dtype", "top_k_top_p"]
+__all__ = ["DECODE_GROUP_SIZE", "ModelRunner", "attention_backend_name", "decode_kv_slots", "kernel_dtype",
+           "top_k_top_p"]
 
 SAMPLING_EPS = 1e-5  # temperatures below this are greedy (vLLM's rule): logits / 1e-300 overflow to inf -> NaN
 

@@ -69,8 +69,9 @@ def _build() -> tuple[ctypes.CDLL | None, str | None]:
     cc = os.environ.get("CC", "cc")
     if shutil.which(cc) is None:
         return None, f"no C compiler ({cc!r} not on PATH; install gcc, or set CC)"
-    key = hashlib.sha256(b"\0".join([*(src.read_bytes() for src in SOURCES), cc.encode(), " ".join(COMPILE_FLAGS + LINK_LIBS).encode(),
-                                     _cpu_signature().encode()])).hexdigest()[:16]
+    parts = [*(src.read_bytes() for src in SOURCES), cc.encode(), " ".join(COMPILE_FLAGS + LINK_LIBS).encode(),
+             _cpu_signature().encode()]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
     try:
         out_dir = build_dir() / "native"
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,9 +118,9 @@ def unavailable_reason() -> str | None:
     return _state["reason"]
 
 
-def _check(name: str, t: torch.Tensor, dtype: torch.dtype) -> None:
+def _check(op: str, name: str, t: torch.Tensor, dtype: torch.dtype) -> None:
     if t.device.type != "cpu" or t.dtype != dtype:
-        raise ValueError(f"paged_decode: {name} must be a CPU {dtype} tensor, got {t.dtype} on {t.device}")
+        raise ValueError(f"{op}: {name} must be a CPU {dtype} tensor, got {t.dtype} on {t.device}")
 
 
 def _kernels() -> ctypes.CDLL:
@@ -141,9 +142,9 @@ def paged_decode(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, bl
     rows, nh, d = q.shape
     nkv, num_blocks, bs, d_pool = k_pool.shape
     for name, t in (("q", q), ("out", out), ("k_pool", k_pool), ("v_pool", v_pool)):
-        _check(name, t, torch.float32)
+        _check("paged_decode", name, t, torch.float32)
     for name, t in (("block_tables", block_tables), ("seq_lens", seq_lens)):
-        _check(name, t, torch.int64)
+        _check("paged_decode", name, t, torch.int64)
     if d_pool != d or v_pool.shape != k_pool.shape or nh % nkv:
         raise ValueError(f"paged_decode: q {tuple(q.shape)} does not fit pools {tuple(k_pool.shape)} / "
                          f"{tuple(v_pool.shape)} (head sizes must match, query heads a multiple of KV heads)")
@@ -153,7 +154,8 @@ def paged_decode(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, bl
         raise ValueError(f"paged_decode: out {tuple(out.shape)} must have q's shape {tuple(q.shape)}")
     for name, t in (("q", q), ("out", out)):
         if t.stride(2) != 1 or t.stride(1) != d:
-            raise ValueError(f"paged_decode: each row of {name} must hold its heads contiguously (strides {t.stride()})")
+            raise ValueError(f"paged_decode: each row of {name} must hold its heads contiguously "
+                             f"(strides {t.stride()})")
     if block_tables.dim() != 2 or block_tables.shape[0] < rows or block_tables.stride(1) != 1:
         raise ValueError(f"paged_decode: block_tables must be [>= {rows}, max_blocks] with contiguous rows, "
                          f"got {tuple(block_tables.shape)} strides {block_tables.stride()}")
@@ -173,11 +175,12 @@ def paged_decode(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, bl
         raise ValueError(f"paged_decode: {_ERRORS.get(rc, f'error {rc}')}; nothing was read")
 
 
-def _rows(name: str, t: torch.Tensor, width: int) -> None:
+def _rows(op: str, name: str, t: torch.Tensor, width: int) -> None:
     """t must be a CPU fp32 matrix [rows, width] whose rows are contiguous."""
-    _check(name, t, torch.float32)
+    _check(op, name, t, torch.float32)
     if t.dim() != 2 or t.shape[1] != width or t.stride(1) != 1:
-        raise ValueError(f"{name} must be [rows, {width}] with contiguous rows, got {tuple(t.shape)} strides {t.stride()}")
+        raise ValueError(f"{op}: {name} must be [rows, {width}] with contiguous rows, got {tuple(t.shape)} "
+                         f"strides {t.stride()}")
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -185,14 +188,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
     norm is of the sum (the pre-norm block's add and norm together). Returns a new [rows, h] tensor."""
     lib = _kernels()
     rows, h = x.shape
-    _rows("x", x, h)
-    _check("weight", weight, torch.float32)
+    _rows("rms_norm", "x", x, h)
+    _check("rms_norm", "weight", weight, torch.float32)
     if weight.shape != (h,) or not weight.is_contiguous():
         raise ValueError(f"rms_norm: weight must be a contiguous [{h}], got {tuple(weight.shape)}")
-    out = torch.empty(rows, h)
+    out = torch.empty(rows, h, dtype=torch.float32)
     res_ptr, res_row = None, 0
     if residual is not None:
-        _rows("residual", residual, h)
+        _rows("rms_norm", "residual", residual, h)
         if residual.shape[0] != rows:
             raise ValueError(f"rms_norm: residual has {residual.shape[0]} rows, x {rows}")
         res_ptr, res_row = residual.data_ptr(), residual.stride(0)
@@ -207,17 +210,17 @@ def rope_store_kv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_h
     lib = _kernels()
     n = qkv.shape[0]
     nkv, d = k_pool.shape[0], k_pool.shape[-1]
-    _rows("qkv", qkv, (num_heads + 2 * num_kv_heads) * d)
+    _rows("rope_store_kv", "qkv", qkv, (num_heads + 2 * num_kv_heads) * d)
     for name, t in (("cos", cos), ("sin", sin)):
-        _check(name, t, torch.float32)
+        _check("rope_store_kv", name, t, torch.float32)
         if t.shape != (n, d) or not t.is_contiguous():
             raise ValueError(f"rope_store_kv: {name} must be a contiguous [{n}, {d}], got {tuple(t.shape)}")
     for name, t in (("k_pool", k_pool), ("v_pool", v_pool)):
-        _check(name, t, torch.float32)
+        _check("rope_store_kv", name, t, torch.float32)
         if not t.is_contiguous() or t.shape != k_pool.shape or nkv != num_kv_heads:
             raise ValueError(f"rope_store_kv: {name} must be a contiguous [{num_kv_heads}, blocks, B, {d}], "
                              f"got {tuple(t.shape)}")
-    _check("slot_mapping", slot_mapping, torch.int64)
+    _check("rope_store_kv", "slot_mapping", slot_mapping, torch.int64)
     if slot_mapping.shape != (n,) or not slot_mapping.is_contiguous():
         raise ValueError(f"rope_store_kv: slot_mapping must be a contiguous [{n}], got {tuple(slot_mapping.shape)}")
     num_slots = k_pool.numel() // (nkv * d)
@@ -232,7 +235,7 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up of gate_up [rows, 2m] (gate the first half): a new [rows, m] tensor."""
     lib = _kernels()
     rows, two_m = gate_up.shape
-    _rows("gate_up", gate_up, two_m)
-    out = torch.empty(rows, two_m // 2)
+    _rows("silu_mul", "gate_up", gate_up, two_m)
+    out = torch.empty(rows, two_m // 2, dtype=torch.float32)
     lib.silu_mul_f32(gate_up.data_ptr(), gate_up.stride(0), rows, two_m // 2, out.data_ptr(), two_m // 2)
     return out

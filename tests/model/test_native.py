@@ -126,6 +126,12 @@ def test_rope_store_kv_refuses_a_slot_outside_the_pool():
     with pytest.raises(ValueError, match="slot outside the pool"):
         NativeStepOps().rope_store_kv(qkv, cos, sin, k_pool, v_pool, torch.tensor([0, 16, 1]))
     assert k_pool.abs().sum() == 0 and v_pool.abs().sum() == 0, "nothing may be written"
+    with pytest.raises(ValueError, match="rope_store_kv: slot_mapping must be a CPU torch.int64"):
+        NativeStepOps().rope_store_kv(qkv, cos, sin, k_pool, v_pool, torch.tensor([0, 1, 2], dtype=torch.int32))
+    with pytest.raises(ValueError, match="rms_norm: x must be a CPU torch.float32"):
+        native.rms_norm(torch.zeros(2, 8, dtype=torch.float64), torch.ones(8), 1e-6)
+    with pytest.raises(ValueError, match="silu_mul: gate_up must be"):
+        native.silu_mul(torch.zeros(8, 2).t())
 
 
 def test_without_a_compiler_the_cpu_default_is_the_gather_path(monkeypatch):
