@@ -33,12 +33,14 @@ def busy_policy(ctx):
 
 
 def test_scales_up_under_load_and_down_after_without_losing_a_request():
-    # one sequence at a time per replica and 20 requests/s of 48 tokens (960 tokens/s at batch 1): a queue
-    # builds on one replica however fast the machine, so the policy must scale up
+    # one sequence at a time per replica and 20 requests/s of 144 tokens (2,880 tokens/s at batch 1, a step
+    # every 0.35 ms with HTTP streaming on top): a queue builds on one replica, so the policy must scale up.
+    # (48 tokens, 960 tokens/s, stopped queueing once the engine's C kernels made a batch-1 step ~1 ms.)
+    num_output_tokens = 144
     config = FleetConfig(max_num_seqs=1, autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=2,
                                                                        initial_replicas=1), period_s=0.3)
     rng = np.random.default_rng(0)
-    trace = [TraceRequest(0.05 * i, 32, 48) for i in range(100)]
+    trace = [TraceRequest(0.05 * i, 32, num_output_tokens) for i in range(100)]
     prompts = [rng.integers(1, 500, 32).tolist() for _ in trace]
     with live_fleet(busy_policy, config) as fleet:
         records, errors = asyncio.run(run_load(fleet.base_url, "tiny", trace, prompts, timeout_s=120))
@@ -47,7 +49,7 @@ def test_scales_up_under_load_and_down_after_without_losing_a_request():
         timeline, actions, replicas = list(fleet.timeline), list(fleet.actions), list(fleet.replicas)
         stats = fleet.router.stats_json()
     assert errors == [] and len(records) == len(trace), f"{len(errors)} requests lost: {errors[:3]}"
-    assert all(r.num_output_tokens == 48 for r in records), "a request was cut short"
+    assert all(r.num_output_tokens == num_output_tokens for r in records), "a request was cut short"
     assert max(row["num_running_on_demand"] for row in timeline) >= 2, f"never scaled up: {actions}"
     assert [a for a in actions if a[2] > a[1]] and [a for a in actions if a[2] < a[1]], actions
     served = {r["url"]: r["num_requests"] for r in stats["replicas"]}
